@@ -1,0 +1,95 @@
+"""The error vocabulary of tinit.
+
+Every error tinit reports to a user is one of these. Each carries the exit
+code `tinit` ends with when the error reaches the command line (see the table
+in README.md), and its message is a sentence that names the thing at fault
+and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+EX_OK: Final = 0
+EX_USAGE: Final = 2  # bad command line, invalid or unreadable config
+EX_SOFTWARE: Final = 70  # a bug in tinit itself
+EX_NOEXEC: Final = 126  # the command exists but cannot be executed
+EX_NOTFOUND: Final = 127  # the command was not found
+
+
+class TinitError(Exception):
+    """Base of every error tinit reports to its user."""
+
+    exit_code: int = EX_SOFTWARE
+
+
+class UsageError(TinitError):
+    """The command line or the environment asks for something impossible."""
+
+    exit_code = EX_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding about a config file, located as precisely as the file allows.
+
+    ``path`` is the dotted key path (``services.web.restart``); ``line`` and
+    ``column`` are 1-based and 0 when unknown.
+    """
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line:
+            where += f":{self.line}:{self.column}"
+        kind = "warning: " if self.warning else ""
+        subject = f"{self.path}: " if self.path else ""
+        return f"{where}: {kind}{subject}{self.message}"
+
+
+class ConfigError(TinitError):
+    """A config file is invalid; ``problems`` lists every error found in it."""
+
+    exit_code = EX_USAGE
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class SpawnError(TinitError):
+    """A child could not be started; ``exit_code`` follows the shell's rule.
+
+    127 when the command does not exist, 126 when it exists but cannot be
+    executed, as ``sh`` reports them.
+    """
+
+    def __init__(self, command: str, errno: int, strerror: str, stage: str = "exec") -> None:
+        import errno as errnos
+
+        self.command = command
+        self.errno = errno
+        self.stage = stage
+        if stage == "exec" and errno in (errnos.ENOENT, errnos.ENOTDIR):
+            self.exit_code = EX_NOTFOUND
+            reason = "command not found"
+        elif stage == "exec":
+            self.exit_code = EX_NOEXEC
+            reason = strerror
+        else:
+            self.exit_code = EX_NOEXEC
+            reason = f"cannot {stage}: {strerror}"
+        super().__init__(f"{command}: {reason}")
+
+
+class ControlError(TinitError):
+    """A client command could not reach the running tinit, or was refused."""
+
+    exit_code = 1
