@@ -1,0 +1,301 @@
+"""One-command mode (`tinit run -- CMD`), run for real as PID 1 of a new PID namespace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.nsrun import Tinit, alive, py, run, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.mark.parametrize("code", [0, 3, 255])
+def test_exit_code_is_the_commands(code: int) -> None:
+    """tinit exits with the command's own exit code."""
+    rc, _, err = run("run", "--", "sh", "-c", f"exit {code}")
+    assert rc == code
+    assert err == ""  # quiet by default
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL, signal.SIGSEGV, signal.SIGUSR1])
+def test_death_by_signal_is_128_plus_n(signum: int) -> None:
+    """A command killed by signal N makes tinit exit 128+N, as tini and shells do."""
+    rc, _, _ = run("run", "--", "sh", "-c", f"kill -{signum} $$")
+    assert rc == 128 + signum
+
+
+def test_command_not_found_is_127(tmp_path: Path) -> None:
+    rc, _, err = run("run", "--", "no-such-command-anywhere")
+    assert rc == 127
+    assert err == "tinit: no-such-command-anywhere: command not found\n"
+    rc, _, err = run("run", "--", str(tmp_path / "missing"))
+    assert (rc, err) == (127, f"tinit: {tmp_path / 'missing'}: command not found\n")
+
+
+def test_command_not_executable_is_126(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    rc, _, err = run("run", "--", str(script))
+    assert rc == 126
+    assert err.count("\n") == 1 and err.startswith(f"tinit: {script}: ")
+    rc, _, err = run("run", "--", str(tmp_path))  # a directory
+    assert rc == 126
+    assert err.startswith(f"tinit: {tmp_path}: ")
+
+
+SIGNAL_RECORDER = r"""
+import os, signal, sys, time
+out, names = sys.argv[1], sys.argv[2].split(",")
+r, w = os.pipe()
+grandchild = os.fork()
+who = "grandchild" if grandchild == 0 else "child"
+
+def record(signum, frame):
+    with open(out, "a") as f:
+        f.write(f"{who} {signal.Signals(signum).name}\n")
+    if signum == signal.SIGTERM:
+        if who == "child":
+            os.waitpid(grandchild, 0)
+            os._exit(7)
+        os._exit(0)
+
+for name in names:
+    signal.signal(getattr(signal, name), record)
+if who == "grandchild":
+    os.write(w, b"x")
+else:
+    os.read(r, 1)
+    with open(out, "a") as f:
+        f.write("ready\n")
+while True:
+    time.sleep(1)
+"""
+
+
+def test_signals_reach_the_command_and_its_process_group(tmp_path: Path) -> None:
+    """TERM, INT, HUP, QUIT, USR1, USR2, WINCH sent to tinit reach the child and a
+    grandchild in its group, once each; a child that handles TERM and exits 7
+    makes tinit exit 7."""
+    out = tmp_path / "signals.log"
+    names = ["SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGTERM"]
+    tinit = Tinit("run", "--", *py(SIGNAL_RECORDER), str(out), ",".join(names))
+    assert wait_for(lambda: out.exists() and "ready" in out.read_text())
+    for name in names:
+        tinit.signal(getattr(signal, name))
+        expected = {f"child {name}", f"grandchild {name}"}
+        assert wait_for(lambda e=expected: e <= set(out.read_text().splitlines())), name
+    rc, _, _ = tinit.wait()
+    assert rc == 7
+    lines = out.read_text().splitlines()
+    for name in names:
+        assert lines.count(f"child {name}") == 1, f"{name} delivered twice"
+        assert lines.count(f"grandchild {name}") == 1
+
+
+ZOMBIE_COUNT = r"""
+import os
+def zombies():
+    count = 0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        count += 1
+            except OSError:
+                pass
+    return count
+"""
+
+ORPHANS = (
+    ZOMBIE_COUNT
+    + r"""
+import sys, time
+for _ in range(200):
+    if os.fork() == 0:
+        if os.fork() == 0:
+            time.sleep(0.05)
+            os._exit(0)
+        os._exit(0)
+    os.wait()
+deadline = time.monotonic() + 10
+while zombies() and time.monotonic() < deadline:
+    time.sleep(0.02)
+time.sleep(0.1)
+print("zombies", zombies())
+"""
+)
+
+
+def test_double_forked_orphans_are_all_reaped() -> None:
+    """200 double-forked orphans: none is left a zombie in the namespace."""
+    rc, out, _ = run("run", "--", *py(ORPHANS))
+    assert rc == 0
+    assert out.strip() == "zombies 0"
+
+
+ZOMBIE_DUMP = (
+    ZOMBIE_COUNT
+    + r"""
+import sys, time
+n = int(sys.argv[1])
+maker = os.fork()
+if maker == 0:
+    for _ in range(n):
+        if os.fork() == 0:
+            os._exit(0)
+    time.sleep(0.5)                  # every child is a zombie of the maker now
+    print("made", zombies(), flush=True)
+    os._exit(0)                      # ...and all of them pass to PID 1 at once
+os.waitpid(maker, 0)
+deadline = time.monotonic() + 20
+while zombies() and time.monotonic() < deadline:
+    time.sleep(0.02)
+print("left", zombies())
+"""
+)
+
+
+def test_zombie_dump_of_5000_is_drained() -> None:
+    """5,000 zombies handed to PID 1 at once are all reaped."""
+    rc, out, _ = run("run", "--", *py(ZOMBIE_DUMP), "5000", timeout=60)
+    assert rc == 0
+    made, left = out.split("\n")[:2]
+    assert int(made.split()[1]) >= 4900  # the kernel may reap none itself: all are ours
+    assert left == "left 0"
+
+
+def test_fds_and_signal_state_of_the_child_are_clean(tmp_path: Path) -> None:
+    """The command gets only fds 0-2 (not one tinit inherited), no blocked or
+    ignored signal, and no handler."""
+    leak = os.open(tmp_path / "leak", os.O_CREAT | os.O_RDWR)
+    os.set_inheritable(leak, True)
+    try:
+        rc, status, _ = run("run", "--", "cat", "/proc/self/status", pass_fds=(leak,))
+        assert rc == 0
+        rc, fds, _ = run("run", "--", "sh", "-c", "ls /proc/$$/fd", pass_fds=(leak,))
+        assert rc == 0
+    finally:
+        os.close(leak)
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    for mask in ("SigBlk", "SigIgn", "SigCgt"):
+        assert int(fields[mask], 16) == 0, mask
+    # the shell's 0-2, and possibly one fd of its own (10), never the leaked one
+    assert {"0", "1", "2"} <= set(fds.split())
+    assert str(leak) not in fds.split()
+
+
+def test_tinit_is_pid_1_and_the_command_its_child() -> None:
+    rc, out, _ = run("run", "--", "sh", "-c", "echo $$ $PPID; cat /proc/1/comm")
+    assert rc == 0
+    pid, ppid, comm = out.split()
+    assert (pid, ppid) == ("2", "1")
+    assert comm.startswith("python")
+
+
+def test_leftovers_get_sigterm_when_the_command_exits(tmp_path: Path) -> None:
+    """When the command exits, what it left behind gets SIGTERM; tinit waits for it."""
+    marker = tmp_path / "got-term"
+    leftover = (
+        "import os, signal, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        f"    signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w').close(),"
+        " time.sleep(0.3), os._exit(0)))\n"
+        "    time.sleep(60)\n"
+        "    os._exit(1)\n"
+        "time.sleep(0.2)\n"
+    )
+    start = time.monotonic()
+    rc, _, _ = run("run", "--", *py(leftover))
+    assert rc == 0
+    assert marker.exists()
+    assert time.monotonic() - start < 5  # well before the 5 s kill
+
+
+def test_leftovers_that_ignore_sigterm_are_killed_after_the_stop_timeout() -> None:
+    stubborn = (
+        "import os, signal, time\n"
+        "if os.fork() == 0:\n"
+        "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "    time.sleep(60)\n"
+    )
+    start = time.monotonic()
+    rc, _, _ = run("run", "--stop-timeout", "500ms", "--", *py(stubborn))
+    elapsed = time.monotonic() - start
+    assert rc == 0
+    assert 0.5 <= elapsed < 10
+
+
+def test_bad_command_line_is_one_line_and_exit_2() -> None:
+    for args in (
+        ("bogus",),
+        ("run", "--log-level", "loud", "--", "true"),
+        ("run", "--"),
+        ("run", "a.yaml", "--", "true"),
+        ("run", "--stop-timeout", "soon", "--", "true"),
+    ):
+        rc, out, err = run(*args)
+        assert rc == 2, args
+        assert err.count("\n") == 1 and err.startswith("tinit: "), (args, err)
+        assert "Traceback" not in err and out == ""
+
+
+def test_bad_environment_twin_is_a_usage_error() -> None:
+    rc, _, err = run("run", "--", "true", env={"TINIT_LOG_LEVEL": "chatty"})
+    assert rc == 2
+    assert err == (
+        "tinit: TINIT_LOG_LEVEL: unknown value 'chatty' "
+        "(expected one of: debug, info, warning, error)\n"
+    )
+
+
+def test_debug_logging_reports_the_exit() -> None:
+    rc, _, err = run("run", "--log-level", "debug", "--log-format", "json", "--", "true")
+    assert rc == 0
+    assert '"event": "command_exited"' in err
+    assert '"exit_code": 0' in err
+
+
+def test_not_pid1_reaps_orphans_as_subreaper(tmp_path: Path) -> None:
+    """Not PID 1: orphans come to tinit (child subreaper), and it outlives them."""
+    record = tmp_path / "orphan"
+    orphan = (
+        "import os, signal, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(0.2)\n"
+        f"        open({str(record)!r}, 'w').write(str(os.getppid()))\n"
+        "        time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "os.wait()\n"
+        "time.sleep(0.5)\n"
+    )
+    tinit = Tinit("run", "--", *py(orphan), namespace=False)
+    rc, _, _ = tinit.wait()
+    assert rc == 0
+    assert int(record.read_text()) == tinit.pid  # reparented to tinit, not to init
+
+
+def test_not_pid1_sigkill_of_tinit_leaves_no_child(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    tinit = Tinit(
+        "run",
+        "--",
+        "sh",
+        "-c",
+        f"echo $$ > {pidfile}; exec sleep 60",
+        namespace=False,
+    )
+    assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    child = int(pidfile.read_text())
+    assert alive(child)
+    tinit.signal(signal.SIGKILL)
+    tinit.wait()
+    assert wait_for(lambda: not alive(child), timeout=5)

@@ -1,0 +1,228 @@
+"""The command line: the only place that prints to the user or picks an exit code.
+
+Each subcommand imports only what it needs, so ``tinit run -- CMD`` reaches
+the command's exec without loading the config machinery, and the client
+commands stay quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING, NoReturn
+
+from . import __version__
+from .errors import EX_SOFTWARE, EX_USAGE, ConfigError, TinitError, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+DEFAULT_CONFIG = "/etc/tinit/services.yaml"
+DEFAULT_STOP_TIMEOUT = 5.0
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2, never two screens."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tinit",
+        description="A process supervisor for PID 1 of a container.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser(
+        "run",
+        help="supervise the services in CONFIG, or run one command after --",
+        description=(
+            "tinit run [OPTIONS] [CONFIG] supervises the services of CONFIG "
+            f"(default: $TINIT_CONFIG, else {DEFAULT_CONFIG}); "
+            "tinit run [OPTIONS] -- CMD [ARG...] runs one command like 'tini -g --'."
+        ),
+    )
+    run.add_argument("config", nargs="?", metavar="CONFIG")
+    run.add_argument("--log-format", choices=("console", "json"))
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    run.add_argument(
+        "--subreaper",
+        action="store_true",
+        default=None,
+        help="become a child subreaper (always done when not PID 1; kept for tini users)",
+    )
+    run.add_argument("--no-cgroups", action="store_true", default=None)
+    run.add_argument("--control-socket", metavar="PATH")
+    run.add_argument(
+        "--stop-timeout",
+        metavar="DURATION",
+        help="one-command mode: how long leftovers get between SIGTERM and SIGKILL (default 5s)",
+    )
+
+    check = sub.add_parser("check", help="validate CONFIG and print it normalized")
+    check.add_argument("config", metavar="CONFIG")
+    check.add_argument("--json", action="store_true", help="print the normalized config as JSON")
+    check.add_argument(
+        "--offline",
+        action="store_true",
+        help="skip checks against this machine (commands, users, groups)",
+    )
+
+    sub.add_parser("version", help="print tinit's version")
+    return parser
+
+
+def _env_choice(name: str, value: str | None, choices: Sequence[str]) -> str | None:
+    if value is not None:
+        return value
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in choices:
+        raise UsageError(f"{name}: unknown value {raw!r} (expected one of: {', '.join(choices)})")
+    return raw
+
+
+def _env_flag(name: str, value: bool | None) -> bool:
+    if value is not None:
+        return value
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise UsageError(f"{name}: expected 1/true/yes or 0/false/no, got {raw!r}")
+
+
+def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """Split ``run`` arguments at the first ``--``: (tinit's own, the command)."""
+    if "--" not in argv:
+        return argv, None
+    at = argv.index("--")
+    return argv[:at], argv[at + 1 :]
+
+
+def _cmd_run(args: argparse.Namespace, command: list[str] | None) -> int:
+    log_format = _env_choice("TINIT_LOG_FORMAT", args.log_format, ("console", "json"))
+    log_level = _env_choice(
+        "TINIT_LOG_LEVEL", args.log_level, ("debug", "info", "warning", "error")
+    )
+    _env_flag("TINIT_SUBREAPER", args.subreaper)  # validated; a subreaper is always made
+    if command is not None:
+        if args.config is not None:
+            raise UsageError(f"give either CONFIG or -- CMD, not both (got {args.config!r})")
+        if not command:
+            raise UsageError("nothing to run after '--' (usage: tinit run -- CMD [ARG...])")
+        return _run_command(command, args, log_format, log_level)
+    return _run_services(args, log_format, log_level)
+
+
+def _run_services(args: argparse.Namespace, log_format: str | None, log_level: str | None) -> int:
+    from .config import load_config
+    from .logs import make_logger
+
+    path = args.config or os.environ.get("TINIT_CONFIG") or DEFAULT_CONFIG
+    if args.stop_timeout is not None:
+        raise UsageError("--stop-timeout is for one-command mode; set stop_timeout per service")
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"tinit: {problem}", file=sys.stderr)
+        return exc.exit_code
+    settings = config.settings
+    log = make_logger(level=log_level or settings.log_level, fmt=log_format or settings.log_format)
+    for warning in config.warnings:
+        log.info("config_warning", problem=str(warning))
+    from .supervisor import run_services
+
+    return run_services(config, log)
+
+
+def _run_command(
+    command: list[str], args: argparse.Namespace, log_format: str | None, log_level: str | None
+) -> int:
+    from .command import run_command
+    from .logs import make_logger
+
+    raw_timeout = args.stop_timeout or os.environ.get("TINIT_STOP_TIMEOUT")
+    stop_timeout = DEFAULT_STOP_TIMEOUT
+    if raw_timeout:
+        from .config import parse_duration
+
+        try:
+            stop_timeout = parse_duration(raw_timeout)
+        except ValueError as exc:
+            raise UsageError(f"--stop-timeout: {exc}") from None
+    # Quiet by default: nothing on stderr unless something is wrong.
+    log = make_logger(level=log_level or "warning", fmt=log_format or "console")
+    return run_command(command, stop_timeout=stop_timeout, log=log)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from .config import load_config, to_document
+
+    try:
+        config = load_config(args.config, offline=args.offline)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return exc.exit_code
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
+    document = to_document(config)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), end="")
+    return 0
+
+
+def run_cli(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand; return the exit code."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    try:
+        command = None
+        if raw and raw[0] == "run":
+            raw, command = _split_command(raw)
+        args = _build_parser().parse_args(raw)
+        if args.command == "run":
+            return _cmd_run(args, command)
+        if args.command == "check":
+            return _cmd_check(args)
+        print(__version__)
+        return 0
+    except TinitError as exc:
+        print(f"tinit: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug in tinit: one line and 70, never a bare traceback
+        print(f"tinit: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("TINIT_DEBUG"):
+            raise
+        return EX_SOFTWARE
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The ``tinit`` console script."""
+    code = run_cli(argv)
+    try:
+        sys.stdout.flush()
+    except OSError:
+        pass
+    sys.exit(code)
+
+
+__all__ = ["EX_USAGE", "main", "run_cli"]

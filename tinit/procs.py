@@ -1,0 +1,82 @@
+"""What is left when a service or the command is gone: find it, signal it.
+
+As PID 1 of a namespace, "everything left" is every other process in it, and
+``kill(-1, sig)`` reaches exactly those. Otherwise tinit is a child
+subreaper, everything it must clean up is a descendant, and descendants are
+found through ``/proc/PID/task/TID/children``. ``kill(-1)`` is never used when
+tinit is not PID 1: it would signal every process the user owns
+(research/painpoints.md §2.17).
+
+Whether anything is left is not read from /proc at all: a PID 1 or a
+subreaper inherits every orphan, so "no child left" (waitpid's ECHILD, seen by
+the reaper) means "no descendant left".
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def is_pid1() -> bool:
+    return os.getpid() == 1
+
+
+def descendants(root: int | None = None) -> list[int]:
+    """Pids of every living descendant of ``root`` (this process by default)."""
+    found: list[int] = []
+    todo = [os.getpid() if root is None else root]
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            found.extend(children)
+            todo.extend(children)
+    return found
+
+
+def signal_everything(signum: int) -> int:
+    """Send ``signum`` to every process tinit is responsible for; return a count (-1 for all)."""
+    if is_pid1():
+        try:
+            os.kill(-1, signum)
+        except ProcessLookupError:
+            return 0
+        return -1
+    count = 0
+    for pid in descendants():
+        try:
+            os.kill(pid, signum)
+            count += 1
+        except OSError:
+            pass
+    return count
+
+
+def signal_group(pgid: int, signum: int) -> bool:
+    """Signal a process group; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def group_exists(pgid: int) -> bool:
+    """True while any process (a zombie included) is in the process group."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

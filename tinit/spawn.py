@@ -1,0 +1,276 @@
+"""Starting children: fork, set the child up, exec. Never waits (see reaper.py).
+
+Why ``os.fork`` from the trio thread instead of ``subprocess`` or
+``trio.lowlevel.open_process``:
+
+- ``trio.lowlevel.open_process`` spawns from a worker thread and waits for the
+  child itself; both break the single-reaper rule (research/painpoints.md §3).
+- Set-up that must happen *in the child, before exec* -- joining the service's
+  cgroup so no early fork escapes it, ``tcsetpgrp`` for the foreground job,
+  switching user, the parent-death signal after the switch -- needs code
+  between fork and exec. ``Popen(preexec_fn=...)`` is that hook, and it is
+  only unsafe when other threads exist. tinit never starts a thread, so a
+  plain fork is safe, and it is cheaper than an exec trampoline (a second
+  interpreter start per spawn).
+- The fork and the registration with the reaper happen in one synchronous
+  step on the trio thread, so no exit status can arrive for an unregistered
+  pid.
+
+The child reports a failure before exec over a close-on-exec pipe: EOF means
+exec succeeded; otherwise it sends ``STAGE:ERRNO`` and exits 126 or 127.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import stat
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import SpawnError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from .reaper import Child, Reaper
+
+# Every signal that has a disposition to reset in the child.
+_RESETTABLE = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+_ALL_SIGNALS = set(signal.valid_signals())
+_FD_LIMIT = os.sysconf("SC_OPEN_MAX")
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """Everything that decides how one child starts."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    #: fds for the child's 0, 1 and 2; None inherits tinit's own.
+    stdin: int | None = None
+    stdout: int | None = None
+    stderr: int | None = None
+    #: extra fds to pass: child fd number -> fd in tinit (the notify_fd probe).
+    pass_fds: Mapping[int, int] = field(default_factory=dict)
+    #: True: a new session (services). False: a new process group in tinit's
+    #: session (one-command mode, so the terminal can be handed over).
+    new_session: bool = True
+    #: a terminal fd whose foreground process group the child takes.
+    foreground_tty: int | None = None
+    cwd: str | None = None
+    umask: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    groups: Sequence[int] | None = None
+    #: signal the child gets when tinit dies (only when tinit is not PID 1).
+    pdeathsig: int | None = None
+    #: an open ``cgroup.procs`` fd the child writes itself into before exec.
+    cgroup_procs: int | None = None
+
+
+def resolve(command: str, env: Mapping[str, str]) -> str:
+    """Find ``command`` the way ``execvp`` would, with the child's PATH.
+
+    Returns the path to exec. Raises SpawnError (127 not found, 126 not
+    executable) without forking when the answer is already certain.
+    """
+    if "/" in command:
+        return command
+    path = env.get("PATH", os.defpath)
+    denied: str | None = None
+    for directory in path.split(os.pathsep):
+        candidate = os.path.join(directory or ".", command)
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        if os.access(candidate, os.X_OK):
+            return candidate
+        denied = denied or candidate
+    if denied is not None:
+        raise SpawnError(command, errno.EACCES, os.strerror(errno.EACCES))
+    raise SpawnError(command, errno.ENOENT, os.strerror(errno.ENOENT))
+
+
+def start(spec: ChildSpec, reaper: Reaper) -> tuple[Child, int]:
+    """Fork the child and register it; return it with the read end of its error pipe.
+
+    Synchronous on purpose: the pid is registered with the reaper before the
+    caller can reach a checkpoint. Pass the fd to :func:`wait_exec`.
+    """
+    path = resolve(spec.argv[0], spec.env)
+    argv = list(spec.argv)
+    env = dict(spec.env)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(err_r)
+        os.close(err_w)
+        raise
+    if pid == 0:  # pragma: no cover - runs in the child, which never returns
+        _child_main(spec, path, argv, env, err_w)
+    os.close(err_w)
+    if not spec.new_session:
+        # Also from the parent, so killpg(pid) works even before the child
+        # has run its own setpgid (the classic job-control race).
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass  # the child already did it, or already exec'd, or died
+    return reaper.watch(pid, pid), err_r
+
+
+async def wait_exec(child: Child, err_r: int, command: str) -> None:
+    """Wait until the child has exec'd; raise SpawnError if set-up or exec failed."""
+    import trio
+
+    os.set_blocking(err_r, False)
+    try:
+        data = b""
+        while True:
+            await trio.lowlevel.wait_readable(err_r)
+            chunk = os.read(err_r, 256)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(err_r)
+    if data:
+        stage, _, number = data.decode("ascii", "replace").partition(":")
+        code = int(number) if number.isdigit() else errno.EINVAL
+        raise SpawnError(command, code, os.strerror(code), stage)
+
+
+async def spawn(spec: ChildSpec, reaper: Reaper) -> Child:
+    """Start a child and return once it has exec'd (see :func:`start`)."""
+    child, err_r = start(spec, reaper)
+    await wait_exec(child, err_r, spec.argv[0])
+    return child
+
+
+def _child_main(  # pragma: no cover - runs in the forked child
+    spec: ChildSpec, path: str, argv: list[str], env: dict[str, str], err_w: int
+) -> None:
+    stage = "exec"
+    try:
+        # Block everything first, so no inherited Python handler can run (it
+        # would write to trio's wakeup fd, which the parent shares). The mask
+        # is emptied again just before exec: children start with no signal
+        # blocked, whatever tinit blocks.
+        signal.pthread_sigmask(signal.SIG_SETMASK, _ALL_SIGNALS)
+        stage = "reset signals"
+        signal.set_wakeup_fd(-1)
+        for signum in _RESETTABLE:
+            signal.signal(signum, signal.SIG_DFL)
+        stage = "setsid"
+        if spec.new_session:
+            os.setsid()
+        else:
+            os.setpgid(0, 0)
+        if spec.foreground_tty is not None:
+            stage = "take the terminal"
+            # SIGTTOU is blocked here, so a background group may take the tty.
+            os.tcsetpgrp(spec.foreground_tty, os.getpgrp())
+        if spec.cgroup_procs is not None:
+            stage = "join its cgroup"
+            os.write(spec.cgroup_procs, b"0")
+        stage = "set up fds"
+        _arrange_fds(spec, err_w)
+        if spec.umask is not None:
+            os.umask(spec.umask)
+        if spec.groups is not None:
+            stage = "set groups"
+            os.setgroups(list(spec.groups))
+        if spec.gid is not None:
+            stage = "set group"
+            os.setgid(spec.gid)
+        if spec.uid is not None:
+            stage = "set user"
+            os.setuid(spec.uid)
+        if spec.cwd is not None:
+            stage = "chdir"
+            os.chdir(spec.cwd)
+        if spec.pdeathsig is not None:
+            stage = "set parent-death signal"
+            _set_pdeathsig(spec.pdeathsig)
+        stage = "exec"
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        os.execve(path, argv, env)
+    except OSError as exc:
+        code = exc.errno or errno.EINVAL
+        _report(err_w, f"{stage}:{code}")
+        os._exit(127 if code in (errno.ENOENT, errno.ENOTDIR) and stage == "exec" else 126)
+    except BaseException:
+        _report(err_w, f"{stage}:{errno.EINVAL}")
+        os._exit(126)
+
+
+def _report(err_w: int, message: str) -> None:  # pragma: no cover - child only
+    try:
+        os.write(err_w, message.encode("ascii"))
+    except OSError:
+        pass
+
+
+def _arrange_fds(spec: ChildSpec, err_w: int) -> None:  # pragma: no cover - child only
+    """Give the child its fds 0-2 and passed fds, and nothing else."""
+    wanted: dict[int, int] = {}
+    for target, source in ((0, spec.stdin), (1, spec.stdout), (2, spec.stderr)):
+        if source is not None:
+            wanted[target] = source
+    wanted.update(spec.pass_fds)
+    # Move every source above every target first, so one dup2 cannot
+    # clobber a source that another target still needs.
+    floor = max([*wanted, err_w, 2]) + 1
+    staged = {target: _dup_above(source, floor) for target, source in wanted.items()}
+    for target, source in staged.items():
+        os.dup2(source, target, inheritable=True)
+    keep = sorted({0, 1, 2, err_w, *wanted})
+    lower = 3
+    for fd in keep:
+        if fd >= lower:
+            os.closerange(lower, fd)
+            lower = fd + 1
+    os.closerange(lower, _FD_LIMIT)
+
+
+def _dup_above(fd: int, floor: int) -> int:  # pragma: no cover - child only
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
+
+
+def _set_pdeathsig(signum: int) -> None:  # pragma: no cover - child only
+    import prctl
+
+    parent = os.getppid()
+    prctl.set_pdeathsig(signum)
+    # tinit may have died between fork and the prctl: then nobody will ever
+    # send the signal, so act on it now.
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signum)
+
+
+def mark_inherited_fds_cloexec() -> None:
+    """Make fds >= 3 that tinit inherited close-on-exec, so no child gets them.
+
+    A container runtime (conmon, a shell's redirections) may leave fds open;
+    tinit's own fds are already close-on-exec (PEP 446).
+    """
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        fd = int(name)
+        if fd < 3:
+            continue
+        try:
+            os.set_inheritable(fd, False)
+        except OSError:
+            pass  # closed meanwhile (the listdir fd itself)

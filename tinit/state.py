@@ -1,0 +1,127 @@
+"""Service states, exit statuses, and the pure restart decision.
+
+Nothing here touches the operating system or trio: these are values and the
+rules over them, so they can be tested with a fake clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+from dataclasses import dataclass
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15; ``SIGRTMIN+3`` for real-time signals; the number otherwise."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        pass
+    if signal.SIGRTMIN <= signum <= signal.SIGRTMAX:
+        return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
+    return str(signum)
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How a process ended: exactly one of ``code`` and ``signal`` is set."""
+
+    code: int | None = None
+    signal: int | None = None
+
+    @classmethod
+    def from_wait_status(cls, status: int) -> ExitStatus:
+        """Decode a ``waitpid`` status word (never ``WEXITSTATUS`` alone: it says 0 for signals)."""
+        result = os.waitstatus_to_exitcode(status)
+        if result < 0:
+            return cls(signal=-result)
+        return cls(code=result)
+
+    @property
+    def shell_code(self) -> int:
+        """The code a shell would report: the exit code, or 128+N for signal N."""
+        if self.signal is not None:
+            return (128 + self.signal) % 256
+        assert self.code is not None
+        return self.code
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            return f"killed by {signal_name(self.signal)}"
+        return f"exited with code {self.code}"
+
+    def log_fields(self) -> dict[str, object]:
+        """The ``exit_code`` / ``signal`` pair every exit event carries (SPEC §11)."""
+        return {
+            "exit_code": self.code,
+            "signal": None if self.signal is None else signal_name(self.signal),
+        }
+
+
+class State(enum.Enum):
+    """What a service is doing, for status output and events (SPEC §4)."""
+
+    PENDING = "pending"  # waiting for its dependencies
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    EXITED = "exited"
+    BACKOFF = "backoff"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do after a run of a service ended (see :func:`decide`)."""
+
+    restart: bool
+    delay: float = 0.0
+    #: the run counts as a failure (exit not in success_exit_codes, a signal,
+    #: a failed start or a failed liveness probe)
+    failed: bool = False
+    #: restarting was allowed by the policy but the failure budget is spent
+    gave_up: bool = False
+    #: consecutive failures after this run (0 after a success)
+    failures: int = 0
+
+
+def is_success(status: ExitStatus | None, success_codes: frozenset[int]) -> bool:
+    """``None`` stands for a run that never got going (spawn or ready failure)."""
+    return status is not None and status.signal is None and status.code in success_codes
+
+
+def decide(
+    *,
+    status: ExitStatus | None,
+    policy: str,
+    success_codes: frozenset[int],
+    failures: int,
+    uptime: float,
+    reset_after: float,
+    max_restarts: int | None,
+    initial: float,
+    factor: float,
+    max_delay: float,
+    jitter: float,
+) -> Decision:
+    """The restart rule of SPEC §4 and §11, as a pure function.
+
+    ``failures`` counts consecutive failed runs before this one; a run that
+    stayed up ``reset_after`` seconds clears it. ``jitter`` is a number in
+    [-1, 1] (the caller draws it) scaling the +-20% randomisation of the delay.
+    """
+    if uptime >= reset_after:
+        failures = 0
+    failed = not is_success(status, success_codes)
+    failures = failures + 1 if failed else 0
+    wants = policy == "always" or (policy == "on-failure" and failed)
+    if not wants:
+        return Decision(restart=False, failed=failed, failures=failures)
+    if failed and max_restarts is not None and failures > max_restarts:
+        return Decision(restart=False, failed=True, gave_up=True, failures=failures)
+    steps = max(failures - 1, 0)
+    delay = min(initial * factor**steps, max_delay)
+    delay *= 1.0 + 0.2 * max(-1.0, min(1.0, jitter))
+    return Decision(restart=True, delay=max(delay, 0.0), failed=failed, failures=failures)
