@@ -1,0 +1,466 @@
+"""Service output: where each service's stdout and stderr go (SPEC §7).
+
+An `Output` is the output of one run of one service. In ``raw`` and ``null``
+mode the service gets tinit's own descriptors or ``/dev/null`` and tinit never
+sees a byte. In the other modes the service writes into two pipes;
+`Output.pump` reads them, cuts the bytes into whole lines, formats them and
+writes them to a `Sink`, and keeps the recent lines in the service's `Ring`
+for ``tinit logs``.
+
+Nothing is dropped to keep up: when a sink cannot take more, `Sink.write`
+waits, the pump stops reading, the pipe fills, and the service blocks in
+``write(2)``. What tinit holds per service meanwhile is bounded
+(`Output.max_buffered`).
+
+tinit starts no threads (it forks from the main thread), so every descriptor
+is driven by trio's I/O readiness waits. The catch is that O_NONBLOCK belongs
+to an open file description, not to a descriptor: setting it on tinit's fd 1
+would also set it for every ``raw`` service sharing that description, and
+programs that do not expect EAGAIN lose output or crash. `Sink.for_fd`
+therefore opens a description of its own for the same pipe or terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import stat
+import time
+from collections import deque
+from itertools import islice
+from typing import TYPE_CHECKING, Final
+
+import structlog
+import trio
+
+from tinit._lines import (
+    MAX_LINE,
+    READ_SIZE,
+    JsonFormat,
+    LineAssembler,
+    PrefixFormat,
+    name_prefix,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+__all__ = ["MAX_LINE", "Output", "Ring", "Sink"]
+
+_log = structlog.get_logger("tinit.output")
+
+_PIPE_SIZE: Final = 256 * 1024  # kernel buffer asked for service pipes: fewer wake-ups
+_FILE_MODE: Final = 0o640
+
+_BLOCKING: Final = 0  # regular files, /dev/null, and what cannot be reopened
+_NONBLOCKING: Final = 1  # our own O_NONBLOCK description of a pipe or terminal
+_SOCKET: Final = 2  # a socket, written with MSG_DONTWAIT
+
+_file_sinks: dict[tuple[int, int], Sink] = {}  # by (st_dev, st_ino): one sink per file
+
+
+class Sink:
+    """A destination of formatted output: tinit's stdout or stderr, or a file.
+
+    Made by `for_fd` or `for_file`. Writes from concurrent tasks never
+    interleave within one `write` call, and are served first come, first served.
+    """
+
+    def __init__(self, fd: int, kind: int, *, name: str, isatty: bool = False) -> None:
+        self._fd = fd
+        self._kind = kind
+        self._sock = socket.socket(fileno=fd) if kind == _SOCKET else None
+        self._lock = trio.Lock()
+        self._key: tuple[int, int] | None = None
+        self._users = 1
+        self._closed = False
+        self._newline_owed = False
+        self.name = name
+        """What the sink writes to, for log events: ``fd 1`` or a path."""
+        self.isatty = isatty
+        """Whether the sink is a terminal (colors make sense)."""
+        self.dropped = 0
+        """Bytes lost because the destination failed (a closed pipe, a full disk)."""
+        self.error: OSError | None = None
+        """The error of the last write, if it failed."""
+
+    @classmethod
+    def for_fd(cls, fd: int) -> Sink:
+        """A sink writing to what ``fd`` (tinit's 1 or 2) refers to, without stalling trio.
+
+        ``fd`` itself is left alone, its O_NONBLOCK flag included; closing the
+        sink does not close it.
+        """
+        mode = os.fstat(fd).st_mode
+        tty = os.isatty(fd)
+        name = f"fd {fd}"
+        if stat.S_ISFIFO(mode) or tty:
+            # Opening /proc/self/fd/N makes a new open file description of the
+            # same pipe or terminal, whose O_NONBLOCK the services don't see.
+            # O_NOCTTY: tinit, a session leader, must not acquire a terminal.
+            flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+            try:
+                own = os.open(f"/proc/self/fd/{fd}", flags)
+            except OSError:
+                pass  # no /proc, or ENXIO: the pipe has no reader left; see below
+            else:
+                return cls(own, _NONBLOCKING, name=name, isatty=tty)
+        if stat.S_ISSOCK(mode):
+            # A socket cannot be reopened, but send(MSG_DONTWAIT) is
+            # non-blocking per call and leaves the description's flags alone.
+            dup = os.dup(fd)
+            try:
+                return cls(dup, _SOCKET, name=name)
+            except OSError:
+                os.close(dup)  # not a socket Python can drive: blocking writes below
+        # Regular files and /dev/null never make a writer wait for a reader,
+        # so blocking writes don't stall the loop. A pipe that could not be
+        # reopened ends up here too: writes to it block (or fail with EPIPE).
+        return cls(os.dup(fd), _BLOCKING, name=name, isatty=tty)
+
+    @classmethod
+    def for_file(cls, path: str) -> Sink:
+        """The sink appending to the file ``path`` (``file:PATH`` mode).
+
+        The file is created with mode 0640 if missing. Every caller naming the
+        same file gets the same sink, so lines from several services stay
+        whole; each caller must `close` it once.
+        """
+        fd = _open_append(path)
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        shared = _file_sinks.get(key)
+        if shared is not None:
+            os.close(fd)
+            shared._users += 1
+            return shared
+        sink = cls(fd, _BLOCKING, name=path)
+        sink._key = key
+        _file_sinks[key] = sink
+        return sink
+
+    async def write(self, data: bytes | memoryview) -> None:
+        """Write all of ``data``, waiting while the destination cannot take more.
+
+        A write that fails (EPIPE, ENOSPC, ...) loses ``data``: it is counted in
+        `dropped`, logged, and does not raise, so one broken destination does not
+        stop a service or tinit. Later writes try again.
+        """
+        async with self._lock:
+            if self._newline_owed:
+                # An earlier write was cancelled midway through a line; end that
+                # line so this one does not start inside it.
+                data = b"\n" + data
+                self._newline_owed = False
+            whole = memoryview(data)
+            view = whole
+            try:
+                while view:
+                    if self._closed:
+                        raise trio.ClosedResourceError
+                    try:
+                        if self._sock is not None:
+                            n = self._sock.send(view, socket.MSG_DONTWAIT)
+                        else:
+                            n = os.write(self._fd, view)
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(self._fd)
+                        continue
+                    view = view[n:]
+                    if self.error is not None:
+                        self.error = None
+            except (OSError, trio.ClosedResourceError) as exc:
+                self._failed(exc, len(view))
+            finally:
+                done = len(whole) - len(view)
+                if 0 < done < len(whole):
+                    self._newline_owed = whole[done - 1] != 0x0A
+
+    def _failed(self, exc: OSError | trio.ClosedResourceError, lost: int) -> None:
+        self.dropped += lost
+        first = self.error is None
+        self.error = exc if isinstance(exc, OSError) else OSError("sink closed")
+        if first:
+            # tinit's own log may go to the very descriptor that just failed.
+            with contextlib.suppress(OSError):
+                _log.warning("output_write_failed", sink=self.name, error=str(exc))
+
+    def close(self) -> None:
+        """Release the sink; a file sink shared by several services closes with its last user."""
+        if self._closed:
+            return
+        if self._key is not None:
+            self._users -= 1
+            if self._users:
+                return
+            del _file_sinks[self._key]
+        self._closed = True
+        if self._kind != _BLOCKING:
+            with contextlib.suppress(RuntimeError):  # outside trio: nobody can be waiting
+                trio.lowlevel.notify_closing(self._fd)
+        if self._sock is not None:
+            self._sock.close()
+        else:
+            os.close(self._fd)
+
+
+def _open_append(path: str) -> int:
+    """Open ``path`` for appending, creating it with exactly mode 0640 if missing."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOCTTY
+    while True:
+        try:
+            return os.open(path, flags)
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+        except FileExistsError:
+            continue  # created by someone else in between
+        # The umask may have taken bits away; the spec promises 0640.
+        os.fchmod(fd, _FILE_MODE)
+        return fd
+
+
+class Ring:
+    """A bounded memory of a service's recent output, for ``tinit logs``.
+
+    It stores the blocks of whole lines as they were read, one timestamp per
+    block, and splits them into lines only when asked. When the total exceeds
+    ``max_bytes``, the oldest blocks are dropped.
+    """
+
+    def __init__(self, max_bytes: int = 256 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._chunks: deque[tuple[float, str, bytes]] = deque()
+        self._size = 0
+        self._added = 0  # blocks ever added: numbers them for followers
+        self._lot = trio.lowlevel.ParkingLot()
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return self._size
+
+    def add(self, stream: str, data: bytes, ts: float | None = None) -> None:
+        """Remember ``data``, whole newline-terminated lines from ``stream``."""
+        if len(data) > self.max_bytes:
+            data = data[data.find(b"\n", len(data) - self.max_bytes - 1) + 1 :]
+        if not data:
+            return
+        self._chunks.append((time.time() if ts is None else ts, stream, data))
+        self._size += len(data)
+        self._added += 1
+        while self._size > self.max_bytes:
+            self._size -= len(self._chunks.popleft()[2])
+        self._lot.unpark_all()
+
+    def lines(self, n: int | None = None) -> list[tuple[float, str, str]]:
+        """The last ``n`` lines held (all without ``n``), oldest first, as (time, stream, text)."""
+        if n is not None and n <= 0:
+            return []
+        groups: list[list[tuple[float, str, str]]] = []
+        count = 0
+        for ts, stream, chunk in reversed(self._chunks):
+            texts = _split(chunk)
+            if n is not None and count + len(texts) >= n:
+                texts = texts[len(texts) - (n - count) :]
+                groups.append([(ts, stream, text) for text in texts])
+                break
+            groups.append([(ts, stream, text) for text in texts])
+            count += len(texts)
+        return [line for group in reversed(groups) for line in group]
+
+    async def follow(self) -> AsyncIterator[tuple[float, str, str]]:
+        """Yield lines added from now on, as they arrive, until cancelled.
+
+        A follower slower than the service misses the lines dropped from the
+        ring before it got to them.
+        """
+        seen = self._added
+        while True:
+            if self._added == seen:
+                await self._lot.park()
+                continue
+            first = self._added - len(self._chunks)
+            new = list(islice(self._chunks, max(seen, first) - first, None))
+            seen = self._added
+            for ts, stream, chunk in new:
+                for text in _split(chunk):
+                    yield ts, stream, text
+
+
+def _split(chunk: bytes) -> list[str]:
+    texts = chunk.decode("utf-8", "replace").split("\n")
+    texts.pop()
+    return texts
+
+
+class Output:
+    """The output of one run of one service: its pipes and the task pumping them.
+
+    ``mode`` is ``prefix``, ``raw``, ``json``, ``null`` or ``file:/abs/path``;
+    ``width`` pads names in ``prefix`` mode (the longest service name).
+    ``color`` colors the prefix; pass ``sink.isatty``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        mode: str,
+        *,
+        width: int,
+        stdout: Sink,
+        stderr: Sink,
+        ring: Ring,
+        color: bool,
+    ) -> None:
+        kind = "file" if mode.startswith("file:") else mode
+        if kind not in ("prefix", "raw", "json", "null", "file"):
+            raise ValueError(f"unknown output mode {mode!r}")
+        if kind == "file" and not os.path.isabs(mode[5:]):
+            raise ValueError(f"output file must be an absolute path: {mode!r}")
+        self.name = name
+        self.mode = mode
+        self.ring = ring
+        self._kind = kind
+        self._sinks = {"stdout": stdout, "stderr": stderr}
+        self._prefix = PrefixFormat(name_prefix(name, width, color=color))
+        self._json = JsonFormat(name)
+        self._file: Sink | None = None
+        self._child: list[int] = []
+        self._read: dict[str, int] = {}
+        self._held = {"stdout": 0, "stderr": 0}
+        self.peak_buffered = 0
+        """Most bytes `buffered` has reached."""
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of service output tinit holds right now, read but not yet written.
+
+        The ring is not counted: it has a bound of its own.
+        """
+        return self._held["stdout"] + self._held["stderr"]
+
+    @property
+    def max_buffered(self) -> int:
+        """Upper bound of `buffered`, whatever the service writes and however slow the sinks."""
+        out = self._json.max_out() if self._kind == "json" else self._prefix.max_out()
+        # Per stream: the last read, the partial line held back, the block
+        # being formatted (held-back bytes plus one read), and its output.
+        return 2 * (READ_SIZE + MAX_LINE + (MAX_LINE + READ_SIZE) + out)
+
+    def open(self) -> tuple[int, int]:
+        """Make the descriptors the service gets as its fd 1 and fd 2.
+
+        They are close-on-exec; the spawner dup2()s them into the child, and the
+        caller calls `close_child_ends` once the child is forked.
+        """
+        if self._child or self._read:
+            raise RuntimeError(f"output of {self.name} is already open")
+        try:
+            if self._kind == "raw":
+                # Zero copy: the service writes straight to tinit's stdout and stderr.
+                self._child = [os.dup(1), os.dup(2)]
+            elif self._kind == "null":
+                flags = os.O_WRONLY | os.O_CLOEXEC
+                self._child = [os.open(os.devnull, flags), os.open(os.devnull, flags)]
+            else:
+                if self._kind == "file":
+                    self._file = Sink.for_file(self.mode[5:])
+                for stream in ("stdout", "stderr"):
+                    r, w = os.pipe2(os.O_CLOEXEC)
+                    self._read[stream] = r
+                    self._child.append(w)
+                    # The read end is ours alone, so O_NONBLOCK on it is safe.
+                    os.set_blocking(r, False)
+                    with contextlib.suppress(OSError):  # a bigger buffer is a nicety
+                        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        except BaseException:
+            self.close()
+            raise
+        return self._child[0], self._child[1]
+
+    def close_child_ends(self) -> None:
+        """Close the service's ends in tinit, so EOF comes when the service closes them."""
+        for fd in self._child:
+            os.close(fd)
+        self._child = []
+
+    def close(self) -> None:
+        """Close every descriptor this output holds, for when the service never ran.
+
+        In the usual course, `close_child_ends` and the end of `pump` close them all.
+        """
+        self.close_child_ends()
+        self._close_read_ends()
+
+    def _close_read_ends(self) -> None:
+        for fd in self._read.values():
+            with contextlib.suppress(RuntimeError):  # outside trio: nobody can be waiting
+                trio.lowlevel.notify_closing(fd)
+            os.close(fd)
+        self._read = {}
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    async def pump(self) -> None:
+        """Pass the service's output on until EOF on both pipes (or cancellation).
+
+        EOF comes once the service and every process that inherited its pipes
+        have closed them. A partial last line is flushed with a newline added.
+        Returns at once in ``raw`` and ``null`` mode. Closes the read ends when
+        it ends, however it ends.
+        """
+        try:
+            if self._read:
+                async with trio.open_nursery() as nursery:
+                    for stream, fd in self._read.items():
+                        nursery.start_soon(self._pump_stream, stream, fd)
+        finally:
+            self._close_read_ends()
+
+    async def _pump_stream(self, stream: str, fd: int) -> None:
+        lines = LineAssembler()
+        while True:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                self._held[stream] = lines.pending
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            if not data:
+                break
+            ts = time.time()
+            blocks = lines.feed(data)
+            for body in blocks:
+                await self._emit(stream, body, ts, len(data) + lines.pending)
+            if not blocks:
+                await trio.lowlevel.checkpoint()
+        last = lines.flush()
+        if last:
+            await self._emit(stream, last, time.time(), 0)
+        self._held[stream] = 0
+
+    async def _emit(self, stream: str, body: bytes, ts: float, held: int) -> None:
+        # held: bytes the caller keeps while this runs (the read, the partial line)
+        self.ring.add(stream, body, ts)
+        if self._file is not None:
+            self._hold(stream, held + len(body))
+            await self._file.write(body)
+            return
+        sink = self._sinks[stream]
+        if self._kind == "json":
+            pieces: Iterator[bytes | memoryview] = self._json.blocks(body, stream, ts)
+        else:
+            pieces = self._prefix.blocks(body)
+        for out in pieces:
+            self._hold(stream, held + len(body) + len(out))
+            await sink.write(out)
+            del out  # before the next piece is made
+
+    def _hold(self, stream: str, n: int) -> None:
+        self._held[stream] = n
+        self.peak_buffered = max(self.peak_buffered, self.buffered)
