@@ -1,0 +1,683 @@
+"""The config loader: what `tinit check` accepts, what it reports, and where."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinit.config import (
+    Backoff,
+    Config,
+    Probe,
+    load_config,
+    parse_config,
+    parse_duration,
+    parse_env_file,
+    parse_signal,
+    parse_size,
+    to_document,
+)
+from tinit.errors import ConfigError, Problem
+
+HERE = Path(__file__).parent
+VALID = sorted((HERE / "configs" / "valid").glob("*.yaml"))
+INVALID = sorted((HERE / "configs" / "invalid").glob("*.yaml"))
+REFERENCE = HERE.parent / "configs" / "reference.yaml"
+ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root"}
+
+
+def load(text: str, environ: dict[str, str] | None = None, **kwargs: bool) -> Config:
+    """A config from text, with a fixed environment."""
+    return parse_config(text, filename="services.yaml", environ=environ or ENV, **kwargs)
+
+
+def problems(text: str, environ: dict[str, str] | None = None, **kwargs: bool) -> list[str]:
+    """The problems of an invalid config, as printed, without the file name."""
+    with pytest.raises(ConfigError) as info:
+        load(text, environ, **kwargs)
+    return [str(p).removeprefix("services.yaml:") for p in info.value.problems]
+
+
+def service(body: str, environ: dict[str, str] | None = None, **kwargs: bool) -> Config:
+    """A config with one service ``app`` whose keys are ``body``."""
+    indented = "\n".join("    " + line for line in body.strip().splitlines())
+    return load(f"version: 1\nservices:\n  app:\n{indented}\n", environ, **kwargs)
+
+
+# -- the files in tests/configs
+
+
+def expectations(path: Path) -> list[str]:
+    lines = path.read_text().splitlines()
+    return [line.removeprefix("# expect: ") for line in lines if line.startswith("# expect: ")]
+
+
+def located(problem: Problem, path: Path) -> str:
+    return str(problem).removeprefix(str(path)).removeprefix(":").strip()
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_config_reports_exactly_its_expected_problems(path: Path) -> None:
+    """Each file in configs/invalid gives the problems its `# expect:` lines list, in order."""
+    expected = expectations(path)
+    assert expected, f"{path.name} has no '# expect:' line"
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), environ=ENV)
+    assert [located(p, path) for p in info.value.problems] == expected
+
+
+def test_invalid_configs_cover_at_least_45_mistakes() -> None:
+    """The table of invalid configs is big enough to cover every check."""
+    assert len(INVALID) >= 45
+
+
+def test_five_mistakes_are_reported_at_once() -> None:
+    """A file with five mistakes gets five errors from one run, not one per run."""
+    path = HERE / "configs" / "invalid" / "five-mistakes.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), environ=ENV)
+    assert len([p for p in info.value.problems if not p.warning]) == 5
+
+
+@pytest.mark.parametrize("path", [*VALID, REFERENCE], ids=lambda p: p.stem)
+def test_valid_config_loads_without_warnings(path: Path) -> None:
+    """The files in configs/valid and the reference load cleanly."""
+    config = load_config(str(path), environ=ENV)
+    assert config.warnings == ()
+    assert config.services
+
+
+@pytest.mark.parametrize("path", [*VALID, REFERENCE], ids=lambda p: p.stem)
+def test_normalized_document_loads_to_an_equal_config(path: Path, tmp_path: Path) -> None:
+    """`tinit check` output, as YAML and as JSON, is itself a config equal to the original."""
+    config = load_config(str(path), environ=ENV)
+    as_yaml = tmp_path / "normalized.yaml"
+    as_yaml.write_text(yaml.safe_dump(to_document(config), sort_keys=False))
+    assert load_config(str(as_yaml), environ=ENV) == config
+    as_json = tmp_path / "normalized.json"
+    as_json.write_text(json.dumps(to_document(config), indent=2))
+    assert load_config(str(as_json), environ=ENV) == config
+
+
+def test_reference_sets_every_key_to_its_default() -> None:
+    """configs/reference.yaml normalizes to the same document as a bare service."""
+    reference = load_config(str(REFERENCE), environ=ENV)
+    bare = load('version: 1\nservices:\n  app: {command: ["sleep", "infinity"]}\n')
+    assert to_document(reference) == to_document(bare)
+
+
+def test_config_module_imports_neither_trio_nor_yaml() -> None:
+    """Importing tinit.config stays cheap: no trio, and yaml only when a file is read."""
+    code = "import sys, tinit.config; print(sorted({'trio', 'yaml'} & set(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert out.stdout.strip() == "[]"
+
+
+# -- reading the file
+
+
+def test_unreadable_file_is_one_problem() -> None:
+    """A missing config file is a ConfigError naming the file, not an OSError."""
+    with pytest.raises(ConfigError) as info:
+        load_config("/no/such/services.yaml")
+    assert str(info.value) == "/no/such/services.yaml: can't read it: No such file or directory"
+
+
+def test_file_that_is_not_utf8_is_one_problem(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 are reported, not raised as UnicodeDecodeError."""
+    path = tmp_path / "services.yaml"
+    path.write_bytes(b"version: 1\n\xff\n")
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text \(byte 11 is 0xff\)"):
+        load_config(str(path))
+
+
+def test_control_characters_are_a_located_syntax_error() -> None:
+    """Characters YAML forbids are reported with their line and column."""
+    assert problems("version: 1\nservices: \x01\n") == [
+        "2:11: invalid YAML: special characters are not allowed (character '\\x01')"
+    ]
+
+
+def test_x_keys_are_ignored_and_merge_keys_apply() -> None:
+    """`x-` keys hold anchors at any level, and `<<` merges them, own keys winning."""
+    config = load(
+        "version: 1\n"
+        "x-base: &base {restart: always, stop_timeout: 2s}\n"
+        "services:\n"
+        "  x-draft: {command: nonsense}\n"
+        "  app:\n"
+        "    <<: *base\n"
+        "    x-note: anything\n"
+        "    command: sleep 1\n"
+        "    stop_timeout: 3s\n"
+    )
+    app = config.services["app"]
+    assert list(config.services) == ["app"]
+    assert (app.restart, app.stop_timeout) == ("always", 3.0)
+
+
+def test_merge_of_a_non_mapping_is_reported() -> None:
+    """`<<` takes only mappings."""
+    assert problems("version: 1\nservices:\n  app: {<<: [1], command: sleep 1}\n") == [
+        "3:14: services.app: a merge key (<<) takes a mapping or a list of mappings"
+    ]
+
+
+def test_services_keep_file_order() -> None:
+    """Config.services iterates in the order of the file."""
+    config = load(
+        "version: 1\nservices:\n" + "".join(f"  {n}: {{command: 'true'}}\n" for n in "cab")
+    )
+    assert list(config.services) == ["c", "a", "b"]
+
+
+def test_config_is_frozen() -> None:
+    """Configs are values: assigning to one raises."""
+    config = service("command: sleep 1")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.version = 2  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.services["app"].env["X"] = "1"  # type: ignore[index]
+
+
+def test_problem_string_names_file_line_column_and_key() -> None:
+    """ConfigError's text is one `FILE:LINE:COL: path: message` line per problem."""
+    with pytest.raises(ConfigError) as info:
+        service("command: sleep 1\nrestart: on_failure")
+    assert str(info.value) == (
+        "services.yaml:5:14: services.app.restart: unknown value 'on_failure' "
+        "(did you mean 'on-failure'?)"
+    )
+
+
+# -- units
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("250ms", 0.25), ("10s", 10.0), ("2m", 120.0), ("1h", 3600.0), (0.5, 0.5), (3, 3.0),
+     ("1.5", 1.5), ("100ms", 0.1), ("0", 0.0)],
+)  # fmt: skip
+def test_durations(text: object, seconds: float) -> None:
+    """Durations take ms, s, m, h or a plain number of seconds."""
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("10 sec", "'10 sec' is not a duration"),
+        ("-1s", "'-1s' is negative"),
+        (-2, "-2 is negative"),
+        (True, "true is not a duration"),
+        ("1e999", "'1e999' is not a duration"),
+        (float("inf"), "inf is not a finite duration"),
+        (10**400, "is not a finite duration"),
+    ],
+)
+def test_bad_durations(value: object, message: str) -> None:
+    """A bad duration raises ValueError with a sentence for the user."""
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("512K", 512 * 1024), ("256M", 256 << 20), ("1G", 1 << 30), ("1g", 1 << 30),
+     ("2MiB", 2 << 20), (4096, 4096), ("1.5K", 1536)],
+)  # fmt: skip
+def test_sizes(text: object, size: int) -> None:
+    """Sizes are powers of 1024, or plain bytes."""
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("value", ["12X", "", "1.2.3M", -1, True, 1.5])
+def test_bad_sizes(value: object) -> None:
+    """A bad size raises ValueError."""
+    with pytest.raises(ValueError, match="size"):
+        parse_size(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [("SIGTERM", signal.SIGTERM), ("TERM", signal.SIGTERM), ("term", signal.SIGTERM),
+     (9, 9), ("15", 15), ("SIGRTMIN+3", signal.SIGRTMIN + 3), ("SIGRTMAX-1", signal.SIGRTMAX - 1),
+     ("RTMIN", signal.SIGRTMIN), ("SIGCLD", signal.SIGCHLD)],
+)  # fmt: skip
+def test_signals(text: object, number: int) -> None:
+    """Signals are names with or without SIG, real-time offsets, or numbers."""
+    assert parse_signal(text) == number
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("SIGFOO", "unknown signal 'SIGFOO' (did you mean 'SIGIO'?)"),
+        (0, "there is no signal number 0 on this system"),
+        (99, "there is no signal number 99 on this system"),
+        ("SIGRTMAX+1", "'SIGRTMAX+1' is outside the real-time signals"),
+        (False, "false is not a signal"),
+    ],
+)
+def test_bad_signals(value: object, message: str) -> None:
+    """A bad signal raises ValueError, with a did-you-mean for names."""
+    with pytest.raises(ValueError) as info:
+        parse_signal(value)
+    assert str(info.value).startswith(message)
+
+
+# -- ${VAR} expansion
+
+
+def test_expansion_of_set_unset_and_empty_variables() -> None:
+    """${A} is A; ${A:-x} is x when A is unset or empty; $$ is $; other $ are literal."""
+    env = {**ENV, "A": "", "B": "bee"}
+    config = service(
+        "command: sleep 1\n"
+        "env: {ONE: '${A:-x}', TWO: '${B:-x}', THREE: '${NOPE:-x y}', FOUR: '$$B $5 $ ${B}'}",
+        env,
+    )
+    assert dict(config.services["app"].env) == {
+        "ONE": "x",
+        "TWO": "bee",
+        "THREE": "x y",
+        "FOUR": "$B $5 $ bee",
+    }
+
+
+def test_expansion_happens_before_a_string_command_is_split() -> None:
+    """A variable holding spaces becomes several arguments of a string command."""
+    config = service("command: echo ${ARGS} '${ARGS}'", {**ENV, "ARGS": "a b"})
+    assert config.services["app"].command == ("echo", "a", "b", "a b")
+
+
+def test_expanded_plain_scalar_reads_as_what_it_holds() -> None:
+    """Unquoted ${N} holding 5 is the number 5; quoted it stays a string."""
+    config = service(
+        "command: sleep 1\nmax_restarts: ${N}\noneshot: ${YES}", {**ENV, "N": "5", "YES": "true"}
+    )
+    assert config.services["app"].max_restarts == 5
+    assert config.services["app"].oneshot is True
+    assert problems("version: 1\nservices:\n  app: {command: sleep 1, max_restarts: '${N}'}\n",
+                    {**ENV, "N": "5"}) == [
+        "3:41: services.app.max_restarts: expected a whole number, got the string '5'"
+    ]  # fmt: skip
+
+
+def test_unset_variable_is_an_error_at_its_value() -> None:
+    """An unset ${NAME} without default is an error located at the value."""
+    assert problems("version: 1\nservices:\n  app: {command: sleep 1, workdir: '${DIR}'}\n") == [
+        "3:36: services.app.workdir: environment variable 'DIR' is not set; "
+        "set it or write ${DIR:-default}"
+    ]
+
+
+def test_unset_variable_in_command_is_a_warning_and_stays_unexpanded() -> None:
+    """In a command an unset ${NAME} may be resolved at run time: a warning, text kept."""
+    config = service("command: ${APP_BIN} --port ${PORT:-80} $$HOME")
+    app = config.services["app"]
+    assert app.command == ("${APP_BIN}", "--port", "80", "$HOME")
+    assert [str(w) for w in config.warnings] == [
+        "services.yaml:4:14: warning: services.app.command: ${APP_BIN} is not set here, "
+        "so the command can only be resolved at run time"
+    ]
+
+
+def test_document_escapes_dollars_so_it_reloads_unchanged() -> None:
+    """A literal $ in a value is written as $$ in the normalized document."""
+    config = service("command: echo $$HOME\nenv: {A: '$${B}'}")
+    document = to_document(config)
+    assert document["services"]["app"]["command"] == "echo $$HOME"
+    assert document["services"]["app"]["env"] == {"A": "$${B}"}
+    assert load(yaml.safe_dump(document)) == config
+
+
+# -- environment
+
+
+def test_env_file_syntax() -> None:
+    """export, quotes, comments and blank lines are understood; bad lines are listed."""
+    text = (
+        '# comment\n\nA=1\nexport B = two words \nC=\'single $x\'\nD="dq \\" \\n"\n'
+        "E=\nF=a=b\nbad line\n=x\nG='open\n"
+    )
+    values, bad = parse_env_file(text)
+    assert values == {
+        "A": "1",
+        "B": "two words",
+        "C": "single $x",
+        "D": 'dq " \n',
+        "E": "",
+        "F": "a=b",
+    }
+    assert bad == [
+        (9, "expected KEY=VALUE, got 'bad line'"),
+        (10, "expected KEY=VALUE, got '=x'"),
+        (11, "G: the quote ' is not closed"),
+    ]
+
+
+def test_environment_precedence(tmp_path: Path) -> None:
+    """tinit's environment < each env_file in order < env."""
+    (tmp_path / "one.env").write_text("A=file1\nB=file1\nC=file1\n")
+    (tmp_path / "two.env").write_text("B=file2\nC=file2\n")
+    (tmp_path / "services.yaml").write_text(
+        "version: 1\nservices:\n  app:\n    command: sleep 1\n"
+        "    env_file: [one.env, two.env]\n    env: {C: env}\n"
+    )
+    config = load_config(str(tmp_path / "services.yaml"), environ={**ENV, "A": "tinit", "Z": "z"})
+    app = config.services["app"]
+    assert {k: app.environment[k] for k in "ABCZ"} == {
+        "A": "file1",
+        "B": "file2",
+        "C": "env",
+        "Z": "z",
+    }
+    assert app.env_file == (str(tmp_path / "one.env"), str(tmp_path / "two.env"))
+
+
+def test_clear_env_starts_from_nothing(tmp_path: Path) -> None:
+    """With clear_env, only env_file and env make the environment."""
+    (tmp_path / "a.env").write_text("FROM_FILE=1\n")
+    config = service(
+        f"command: /bin/true\nclear_env: true\nenv_file: {tmp_path}/a.env\nenv: {{X: 1}}"
+    )
+    assert dict(config.services["app"].environment) == {"FROM_FILE": "1", "X": "1"}
+
+
+def test_command_is_looked_up_on_the_services_own_path(tmp_path: Path) -> None:
+    """PATH for the command check comes from the service's environment."""
+    program = tmp_path / "myprog"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    config = service(f"command: myprog\nenv: {{PATH: '{tmp_path}'}}")
+    assert config.services["app"].command == ("myprog",)
+
+
+def test_env_values_are_taken_as_written() -> None:
+    """Numbers and YAML booleans in env are the text as written; null is an error."""
+    config = service(
+        "command: sleep 1\nenv:\n  PORT: 8000\n  DEBUG: yes\n  RATIO: 0.50\n  N: ${N}\n"
+        "  D: 2020-13-45",
+        {**ENV, "N": "007"},
+    )
+    assert dict(config.services["app"].env) == {
+        "PORT": "8000",
+        "DEBUG": "yes",
+        "RATIO": "0.50",
+        "N": "007",
+        "D": "2020-13-45",
+    }
+    assert problems("version: 1\nservices:\n  app: {command: sleep 1, env: {A: }}\n") == [
+        "3:35: services.app.env.A: has no value; write '' for an empty string"
+    ]
+
+
+def test_missing_env_file_offline_is_a_warning() -> None:
+    """Offline, an env_file absent from this machine is left out with a warning."""
+    config = service("command: sleep 1\nenv_file: /no/such.env", offline=True)
+    assert [w.message for w in config.warnings] == [
+        "can't read env file '/no/such.env': No such file or directory (left out: checking offline)"
+    ]
+
+
+# -- commands
+
+
+def test_string_command_is_split_like_a_shell_would_without_one() -> None:
+    """A string command is shlex-split; quotes group words."""
+    app = service("command: python3 -c 'print(1)'  \"a b\"").services["app"]
+    assert app.command == ("python3", "-c", "print(1)", "a b")
+    assert app.source_command == "python3 -c 'print(1)'  \"a b\""
+
+
+def test_list_command_is_the_exact_argv() -> None:
+    """A list command is the argv as given, numbers as written."""
+    app = service("command: [sleep, 10, 'a  b']").services["app"]
+    assert app.command == app.source_command == ("sleep", "10", "a  b")
+
+
+def test_shell_command_runs_with_bin_sh() -> None:
+    """shell: true runs the string with /bin/sh -c."""
+    app = service("command: echo $$HOME | tr a-z A-Z\nshell: true").services["app"]
+    assert app.command == ("/bin/sh", "-c", "echo $HOME | tr a-z A-Z")
+    assert app.shell
+
+
+def test_offline_skips_the_checks_against_this_machine() -> None:
+    """--offline accepts commands, users and groups this machine doesn't have."""
+    app = service(
+        "command: no-such-program\nuser: no-such-user-xyzzy\ngroup: no-such-group-xyzzy",
+        offline=True,
+    ).services["app"]
+    assert (app.user, app.group) == ("no-such-user-xyzzy", "no-such-group-xyzzy")
+
+
+def test_numeric_user_and_group_are_always_accepted() -> None:
+    """uids and gids need no entry in the user database."""
+    app = service("command: sleep 1\nuser: 12345\ngroup: '54321'").services["app"]
+    assert (app.user, app.group) == ("12345", "54321")
+
+
+def test_relative_command_without_workdir_is_left_to_run_time() -> None:
+    """./prog depends on where tinit runs unless workdir says: not checked."""
+    assert service("command: ./no-such-prog").services["app"].command == ("./no-such-prog",)
+
+
+# -- defaults and combinations
+
+
+def test_service_defaults() -> None:
+    """A bare service gets the defaults of SPEC §3."""
+    app = service("command: sleep 1").services["app"]
+    assert app.restart == "on-failure"
+    assert app.success_exit_codes == frozenset({0})
+    assert app.backoff == Backoff(0.1, 30.0, 2.0, 30.0)
+    assert (app.max_restarts, app.stop_signal, app.stop_timeout) == (10, signal.SIGTERM, 5.0)
+    assert (app.output, app.stdin, app.umask, app.ready, app.health) == (
+        "prefix",
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def test_oneshot_defaults_to_never_restart() -> None:
+    """A oneshot's default restart is never; on-failure may be asked for."""
+    assert service("command: 'true'\noneshot: true").services["app"].restart == "never"
+    config = service("command: 'true'\noneshot: true\nrestart: on-failure")
+    assert config.services["app"].restart == "on-failure"
+
+
+def test_service_output_defaults_to_settings_output() -> None:
+    """A service without output: uses settings.output; `output: null` discards."""
+    config = load(
+        "version: 1\nsettings: {output: json}\nservices:\n"
+        "  a: {command: sleep 1}\n  b: {command: sleep 1, output: null}\n"
+    )
+    assert (config.services["a"].output, config.services["b"].output) == ("json", "null")
+
+
+def test_probe_defaults() -> None:
+    """ready polls every 500ms for 60s; health every 10s, 3 failures in a row."""
+    app = service("command: sleep 1\nready: {tcp: 8000}\nhealth: {exec: true --now}").services[
+        "app"
+    ]
+    assert app.ready == Probe("tcp", ("127.0.0.1", 8000), None, None, None, 0.5, 2.0, 60.0, 1)
+    assert app.health == Probe("exec", None, None, ("true", "--now"), None, 10.0, 2.0, None, 3)
+
+
+def test_probe_addresses() -> None:
+    """tcp takes host:port, [v6]:port and a bare port; health_listen takes :port."""
+    config = load(
+        "version: 1\nsettings: {health_listen: ':8089'}\nservices:\n"
+        "  a: {command: sleep 1, ready: {tcp: 'localhost:80'}}\n"
+        "  b: {command: sleep 1, ready: {tcp: '[::1]:81'}}\n"
+    )
+    assert config.settings.health_listen == ("0.0.0.0", 8089)
+    assert [s.ready.tcp for s in config.services.values() if s.ready] == [
+        ("localhost", 80),
+        ("::1", 81),
+    ]
+
+
+def test_cgroups_takes_yaml_booleans_as_off() -> None:
+    """`cgroups: off` (a YAML 1.1 false) means off."""
+    for word in ("off", "no", "false"):
+        config = load(
+            f"version: 1\nsettings: {{cgroups: {word}}}\nservices: {{a: {{command: 'true'}}}}\n"
+        )
+        assert config.settings.cgroups == "off"
+
+
+def test_forward_signals_replaces_the_default_list() -> None:
+    """A forward_signals list replaces [SIGUSR1, SIGUSR2, SIGWINCH]; [] forwards nothing."""
+    template = "version: 1\nsettings: {forward_signals: %s}\nservices: {a: {command: 'true'}}\n"
+    assert load(template % "[USR2]").settings.forward_signals == (signal.SIGUSR2,)
+    assert load(template % "[]").settings.forward_signals == ()
+
+
+def test_depends_on_list_means_started() -> None:
+    """The list form of depends_on waits for `started`."""
+    config = load(
+        "version: 1\nservices:\n  db: {command: sleep 1}\n  cache: {command: sleep 1}\n"
+        "  web: {command: sleep 1, depends_on: [db, cache]}\n"
+    )
+    assert dict(config.services["web"].depends_on) == {"db": "started", "cache": "started"}
+
+
+def test_start_order_is_topological_levels() -> None:
+    """start_order lists services in levels, dependencies first, file order within a level."""
+    config = load(
+        "version: 1\nsettings: {shutdown_timeout: 1m}\nservices:\n"
+        "  web: {command: sleep 1, depends_on: [api, static]}\n"
+        "  api: {command: sleep 1, depends_on: {db: ready, migrate: completed}}\n"
+        "  migrate: {command: sleep 1, oneshot: true, depends_on: [db]}\n"
+        "  static: {command: sleep 1}\n"
+        "  db: {command: sleep 1, ready: {tcp: 5432}}\n"
+    )
+    assert config.start_order() == [["static", "db"], ["migrate"], ["api"], ["web"]]
+
+
+def test_shutdown_budget_warning_names_the_longest_chain() -> None:
+    """Stop timeouts along a dependency chain that outlast shutdown_timeout are a warning."""
+    config = load(
+        "version: 1\nsettings: {shutdown_timeout: 10s}\nservices:\n"
+        "  db: {command: sleep 1, stop_timeout: 8s}\n"
+        "  web: {command: sleep 1, stop_timeout: 4s, depends_on: [db]}\n"
+        "  other: {command: sleep 1, stop_timeout: 9s}\n"
+    )
+    assert [str(w) for w in config.warnings] == [
+        "services.yaml:2:30: warning: settings.shutdown_timeout: stopping web -> db can take "
+        "12s (the sum of their stop_timeout), more than settings.shutdown_timeout (10s); "
+        "raise it or lower stop_timeout"
+    ]
+
+
+def test_ready_condition_on_a_service_without_probe_is_a_warning() -> None:
+    """Waiting for `ready` on a service with no ready probe waits for `started`."""
+    config = load(
+        "version: 1\nsettings: {shutdown_timeout: 1m}\nservices:\n"
+        "  db: {command: sleep 1}\n  web: {command: sleep 1, depends_on: {db: ready}}\n"
+    )
+    assert [w.message for w in config.warnings] == [
+        "db has no ready probe, so it is ready as soon as it starts"
+    ]
+
+
+def test_umask_forms() -> None:
+    """umask is octal digits in a string, or an integer mode; a decimal-looking int warns."""
+    assert service("command: sleep 1\numask: '0027'").services["app"].umask == 0o27
+    assert service("command: sleep 1\numask: 0022").services["app"].umask == 0o22
+    config = service("command: sleep 1\numask: 22")
+    assert config.services["app"].umask == 22
+    assert [w.message for w in config.warnings] == [
+        '22 is read as a decimal number; write "022" if you meant octal'
+    ]
+
+
+def test_warnings_travel_with_errors() -> None:
+    """When a file has errors, its warnings are in the same ConfigError, marked as such."""
+    assert problems("version: 1\nservices:\n  app: {command: '${X} a', restart: bad}\n") == [
+        "3:18: warning: services.app.command: ${X} is not set here, "
+        "so the command can only be resolved at run time",
+        "3:37: services.app.restart: unknown value 'bad'; expected one of always, on-failure, never",
+    ]
+
+
+def test_type_errors_name_what_was_found() -> None:
+    """Wrong types say what was expected and what the file holds."""
+    assert problems(
+        "version: 1\nservices:\n  app:\n    command: {a: 1}\n    critical: 1\n"
+        "    ready: [tcp]\n    env_file: 3\n"
+    ) == [
+        "4:14: services.app.command: expected a string, got a mapping",
+        "5:15: services.app.critical: expected true or false, got the number 1",
+        "6:12: services.app.ready: expected a mapping, got a list",
+        "7:15: services.app.env_file: expected a string, got the number 3; "
+        'quote it ("3") if you mean the text',
+    ]
+
+
+def test_capabilities_are_normalized() -> None:
+    """Capability names lose CAP_ and are upper-cased; duplicates collapse."""
+    caps = (
+        service("command: sleep 1\ncapabilities: {add: [cap_net_raw, NET_RAW, chown]}")
+        .services["app"]
+        .capabilities
+    )
+    assert caps.add == ("NET_RAW", "CHOWN")
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    """workdir, stdin and env_file may be relative to the directory of the config file."""
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "app.env").write_text("A=1\n")
+    (tmp_path / "services.yaml").write_text(
+        "version: 1\nservices:\n  app: {command: sleep 1, workdir: srv, stdin: in.txt, "
+        "env_file: app.env}\n"
+    )
+    app = load_config(str(tmp_path / "services.yaml"), environ=ENV).services["app"]
+    assert (app.workdir, app.stdin) == (str(tmp_path / "srv"), str(tmp_path / "in.txt"))
+    assert app.env_file == (str(tmp_path / "app.env"),)
+
+
+def test_missing_workdir_is_a_warning() -> None:
+    """A workdir absent here may be created before the service starts: only a warning."""
+    config = service("command: sleep 1\nworkdir: /no/such/dir")
+    assert [w.message for w in config.warnings] == [
+        "no directory '/no/such/dir' here; it must exist when the service starts"
+    ]
+    assert service("command: sleep 1\nworkdir: /no/such/dir", offline=True).warnings == ()
+
+
+def test_depends_on_of_the_wrong_shape_says_which_shapes_fit() -> None:
+    """depends_on is a list of names or a mapping of name to condition."""
+    assert problems(
+        "version: 1\nservices:\n  db: {command: sleep 1}\n  app: {command: sleep 1, depends_on: db}\n"
+    ) == [
+        "4:39: services.app.depends_on: expected a list of names or a mapping of "
+        "name: condition, got the string 'db'"
+    ]
+
+
+def test_environ_defaults_to_tinits_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without environ, ${VAR} and the services' environment come from os.environ."""
+    monkeypatch.setenv("TINIT_TEST_GREETING", "hello")
+    config = parse_config(
+        "version: 1\nservices: {app: {command: 'echo ${TINIT_TEST_GREETING}'}}\n",
+        filename="services.yaml",
+    )
+    app = config.services["app"]
+    assert app.command == ("echo", "hello")
+    assert app.environment["TINIT_TEST_GREETING"] == "hello"
