@@ -299,3 +299,28 @@ def test_not_pid1_sigkill_of_tinit_leaves_no_child(tmp_path: Path) -> None:
     tinit.signal(signal.SIGKILL)
     tinit.wait()
     assert wait_for(lambda: not alive(child), timeout=5)
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_job_control_signals_never_stop_tinit(tmp_path: Path) -> None:
+    """TSTP, TTIN and TTOU sent to tinit (not PID 1, where they would stop it by
+    default) leave tinit running; TSTP and CONT are passed to the command."""
+    pidfile = tmp_path / "pid"
+    tinit = Tinit(
+        "run", "--", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 60", namespace=False
+    )
+    assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    child = int(pidfile.read_text())
+    for signum in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGTSTP):
+        tinit.signal(signum)
+    assert wait_for(lambda: _state(child) == "T")  # the command was stopped...
+    time.sleep(0.2)
+    assert _state(tinit.pid) in ("S", "R")  # ...tinit was not
+    tinit.signal(signal.SIGCONT)
+    assert wait_for(lambda: _state(child) in ("S", "R"))
+    tinit.signal(signal.SIGTERM)
+    rc, _, _ = tinit.wait()
+    assert rc == 128 + signal.SIGTERM

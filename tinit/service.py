@@ -1,0 +1,481 @@
+"""One service's life: wait for dependencies, spawn, probe, stop, restart.
+
+In trio the control flow is the state machine (STYLE.md §7): ``run`` is a
+``while want_up`` loop of spawn -> wait -> decide -> back off, and
+:class:`~tinit.state.State` only reports where that loop is. "Want" is kept
+apart from "is": a stop request flips ``want_up`` and wakes whatever the loop
+is waiting on; the loop itself stops the process.
+
+A run of the service is over only when nothing of it is left: the main
+process has exited and its process group is empty. Whatever the main process
+leaves behind gets the stop signal, then SIGKILL after ``stop_timeout``, before
+the service is restarted or reported as exited (SPEC §11), so stale children
+never pile up across restarts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pwd
+import random
+import signal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import probes, procs, spawn
+from .errors import SpawnError
+from .output import Output, Ring
+from .state import ExitStatus, State, decide, is_success, signal_name
+
+if TYPE_CHECKING:
+    from .config import Service
+    from .logs import Log
+    from .output import Sink
+    from .reaper import Child, Reaper
+
+#: Environment variables a runtime may hand to tinit that only ever mean
+#: something to tinit itself (research/painpoints.md §2.20).
+_RUNTIME_ONLY = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+#: How long a stopped run's output may take to drain after its processes are gone.
+_OUTPUT_GRACE = 1.0
+
+
+@dataclass
+class Context:
+    """What every service runner shares."""
+
+    reaper: Reaper
+    log: Log
+    stdout: Sink
+    stderr: Sink
+    width: int
+    pid1: bool
+    #: when the whole shutdown must be over (trio clock); inf until one begins
+    deadline: float = math.inf
+    random: random.Random = field(default_factory=random.Random)
+
+
+class ServiceRunner:
+    """Runs one configured service until it ends for good or is stopped."""
+
+    def __init__(self, service: Service, ctx: Context, peers: dict[str, ServiceRunner]) -> None:
+        self.service = service
+        self.name = service.name
+        self._ctx = ctx
+        self._peers = peers
+        self.log = ctx.log.bind(service=service.name)
+        self.ring = Ring()
+        self.state = State.PENDING
+        self.want_up = True
+        self.child: Child | None = None
+        self.started_at: float | None = None
+        self.restarts = 0
+        self.failures = 0
+        self.last_status: ExitStatus | None = None
+        #: how the service ended for good: "completed", "failed", "stopped", "never-started"
+        self.outcome: str | None = None
+        #: set when a stop had to use SIGKILL (SPEC §11: exit 137 on shutdown)
+        self.killed = False
+        self.ever_started = False
+        self.ever_ready = False
+        self.finished = trio.Event()
+        self._changed = trio.Event()
+        self._wait_scope: trio.CancelScope | None = None
+        self._stop_requested = trio.Event()
+        self._terminating = False
+        self._terminated = trio.Event()
+        self._run_failed = False
+
+    # -- what others ask of a service ---------------------------------------
+
+    def condition_met(self, condition: str) -> bool:
+        if condition == "started":
+            return self.ever_started
+        if condition == "ready":
+            return self.ever_ready
+        return self.outcome == "completed"
+
+    async def wait_condition(self, condition: str) -> bool:
+        """True once ``condition`` holds; False when it never can any more."""
+        while not self.condition_met(condition):
+            if self.finished.is_set():
+                return False
+            await self._changed.wait()
+        return True
+
+    def request_stop(self) -> None:
+        """Stop wanting the service up: no more starts or restarts.
+
+        Wakes the loop from a wait for dependencies or a backoff; a running
+        process is left alone until :meth:`stop`.
+        """
+        self.want_up = False
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    async def stop(self) -> None:
+        """Stop the service (stop signal, then SIGKILL) and wait until it is gone."""
+        self.request_stop()
+        self._stop_requested.set()
+        await self.finished.wait()
+
+    def kill_now(self) -> None:
+        """SIGKILL whatever runs of the service, at once (a second shutdown signal)."""
+        self.request_stop()
+        if self.child is not None and procs.signal_group(self.child.pgid, signal.SIGKILL):
+            self.killed = True
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if not await self._wait_dependencies():
+                self.outcome = "never-started"
+                return
+            await self._loop()
+        finally:
+            if self.outcome is None:
+                self.outcome = "stopped"
+            self.finished.set()
+            self._notify()
+
+    async def _wait_dependencies(self) -> bool:
+        for name, condition in self.service.depends_on.items():
+            peer = self._peers[name]
+            met = False
+            with self._interruptible():
+                met = await peer.wait_condition(condition)
+            if not self.want_up:
+                return False
+            if not met:
+                self.log.error(
+                    "dependency_failed",
+                    dependency=name,
+                    condition=condition,
+                    reason="the dependency ended for good without reaching the condition",
+                )
+                self._set_state(State.FAILED)
+                return False
+        return True
+
+    async def _loop(self) -> None:
+        svc = self.service
+        while True:
+            if self._stopping():
+                return self._mark_stopped()
+            status, uptime = await self._run_once()
+            self.last_status = status
+            if self._stopping():
+                return self._mark_stopped()
+            failed_run = self._run_failed
+            effective = None if failed_run else status
+            decision = decide(
+                status=effective,
+                policy=svc.restart,
+                success_codes=svc.success_exit_codes,
+                failures=self.failures,
+                uptime=uptime,
+                reset_after=svc.backoff.reset_after,
+                max_restarts=svc.max_restarts,
+                initial=svc.backoff.initial,
+                factor=svc.backoff.factor,
+                max_delay=svc.backoff.max,
+                jitter=self._ctx.random.uniform(-1.0, 1.0),
+            )
+            self.failures = decision.failures
+            if decision.restart:
+                self.restarts += 1
+                self._set_state(State.BACKOFF)
+                self.log.info("service_restarting", delay=round(decision.delay, 3))
+                with self._interruptible():
+                    await trio.sleep(decision.delay)
+                continue
+            if decision.gave_up:
+                self.log.error("service_gave_up", failures=decision.failures)
+                self._set_state(State.FAILED)
+                self.outcome = "failed"
+            elif is_success(effective, svc.success_exit_codes):
+                self._set_state(State.EXITED)
+                self.outcome = "completed"
+            else:
+                self._set_state(State.FAILED)
+                self.outcome = "failed"
+            return
+
+    async def _run_once(self) -> tuple[ExitStatus, float]:
+        """Start the service once and return how it ended and how long it ran."""
+        svc = self.service
+        self._run_failed = False
+        self._terminating = False
+        self._terminated = trio.Event()
+        self._set_state(State.STARTING)
+        output = Output(
+            svc.name,
+            svc.output,
+            width=self._ctx.width,
+            stdout=self._ctx.stdout,
+            stderr=self._ctx.stderr,
+            ring=self.ring,
+            color=self._ctx.stdout.isatty,
+        )
+        notify = probes.NotifyPipe() if svc.ready and svc.ready.kind == "notify_fd" else None
+        stdin = -1
+        try:
+            child_out, child_err = output.open()
+            stdin = _open_stdin(svc.stdin)
+            spec = self._child_spec(stdin, child_out, child_err, notify)
+            child, err_r = spawn.start(spec, self._ctx.reaper)
+        except (SpawnError, OSError) as exc:
+            output.close()
+            if notify is not None:
+                notify.close()
+            return self._start_failed(exc), 0.0
+        finally:
+            if stdin >= 0:
+                os.close(stdin)
+            output.close_child_ends()
+            if notify is not None:
+                notify.close_write_end()
+        self.child = child
+        started = trio.current_time()
+        self.log.info("service_starting", pid=child.pid, command=list(svc.command))
+        pumped = trio.Event()
+
+        async def pump() -> None:
+            try:
+                await output.pump()
+            finally:
+                pumped.set()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump)
+                try:
+                    await spawn.wait_exec(child, err_r, svc.command[0])
+                except SpawnError as exc:
+                    status = self._start_failed(exc)
+                    await child.wait()
+                    await self._wait_group_gone(child.pgid)
+                    nursery.cancel_scope.cancel()
+                    return status, 0.0
+                self.ever_started = True
+                self._notify()
+                nursery.start_soon(self._stop_on_request, child)
+                nursery.start_soon(self._probe, child, notify)
+                status = await child.wait()
+                if not self._terminating:
+                    self.log.info("service_exited", pid=child.pid, **status.log_fields())
+                    await self._terminate(child, leftovers_only=True)
+                else:
+                    await self._terminated.wait()
+                    self.log.info("service_exited", pid=child.pid, **status.log_fields())
+                with trio.move_on_after(_OUTPUT_GRACE):
+                    await pumped.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.child = None
+            if notify is not None:
+                notify.close()
+            output.close()
+        return status, trio.current_time() - started
+
+    def _start_failed(self, exc: SpawnError | OSError) -> ExitStatus:
+        self._run_failed = True
+        code = exc.exit_code if isinstance(exc, SpawnError) else 126
+        self.log.error("service_start_failed", error=str(exc), exit_code=code)
+        return ExitStatus(code=code)
+
+    async def _stop_on_request(self, child: Child) -> None:
+        await self._stop_requested.wait()
+        self._set_state(State.STOPPING)
+        await self._terminate(child)
+
+    async def _probe(self, child: Child, notify: probes.NotifyPipe | None) -> None:
+        svc = self.service
+        ready = svc.ready
+        if ready is not None:
+            ok = False
+            limit = math.inf if ready.start_timeout is None else ready.start_timeout
+            with trio.move_on_after(limit):
+                ok = await self._wait_ready(ready, notify)
+            if not ok:
+                self.log.error("service_not_ready", timeout=ready.start_timeout)
+                self._run_failed = True
+                await self._terminate(child)
+                return
+        self.ever_ready = True
+        self._set_state(State.RUNNING)
+        self.log.info("service_ready", pid=child.pid)
+        health = svc.health
+        if health is None:
+            return
+        misses = 0
+        while True:
+            await trio.sleep(health.interval)
+            if await probes.check(health, self._environment(), self._ctx.reaper):
+                misses = 0
+                continue
+            misses += 1
+            self.log.warning("health_check_failed", misses=misses, failures=health.failures)
+            if misses >= health.failures:
+                self.log.error("service_unhealthy", failures=misses)
+                self._run_failed = True
+                await self._terminate(child)
+                return
+
+    async def _wait_ready(self, ready: Any, notify: probes.NotifyPipe | None) -> bool:
+        if notify is not None:
+            if await notify.wait_ready():
+                return True
+            await trio.sleep_forever()  # closed without a newline: never ready
+        env = self._environment()
+        while not await probes.check(ready, env, self._ctx.reaper):
+            await trio.sleep(ready.interval)
+        return True
+
+    async def _terminate(self, child: Child, *, leftovers_only: bool = False) -> None:
+        """The stop sequence for one run: stop signal -> stop_timeout -> SIGKILL.
+
+        Sent to the process group; done once per run, whoever asks first.
+        """
+        if self._terminating:
+            await self._terminated.wait()
+            return
+        self._terminating = True
+        try:
+            pgid = child.pgid
+            if not procs.group_exists(pgid):
+                return
+            stop_signal = self.service.stop_signal
+            if not leftovers_only:
+                self.log.info("service_stopping", signal=signal_name(stop_signal))
+            procs.signal_group(pgid, stop_signal)
+            deadline = min(trio.current_time() + self.service.stop_timeout, self._ctx.deadline)
+            with trio.move_on_at(deadline):
+                await self._wait_group_gone(pgid)
+                return
+            self.log.warning(
+                "service_killed", reason="stop_timeout", stop_timeout=self.service.stop_timeout
+            )
+            self.killed = True
+            procs.signal_group(pgid, signal.SIGKILL)
+            with trio.CancelScope(shield=True):
+                await self._wait_group_gone(pgid)
+        finally:
+            self._terminated.set()
+
+    async def _wait_group_gone(self, pgid: int) -> None:
+        """Wait until no process of the group is left (reaped ones included).
+
+        Members that die are reaped by tinit when they are its children or
+        orphans, so the reaper's progress is the natural wake-up; the short
+        timed re-check covers members reaped by a parent inside the group.
+        """
+        pause = 0.005
+        while procs.group_exists(pgid):
+            with trio.move_on_after(pause):
+                await self._ctx.reaper.wait_changed()
+            pause = min(pause * 2, 0.1)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _mark_stopped(self) -> None:
+        self._set_state(State.STOPPED)
+        self.log.info("service_stopped")
+        self.outcome = "stopped"
+
+    def _stopping(self) -> bool:
+        return not self.want_up
+
+    def _interruptible(self) -> trio.CancelScope:
+        scope = trio.CancelScope()
+        if not self.want_up:
+            scope.cancel()
+        self._wait_scope = scope
+        return scope
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _set_state(self, state: State) -> None:
+        self.state = state
+        self._notify()
+
+    def _environment(self) -> dict[str, str]:
+        svc = self.service
+        env = dict(svc.environment)
+        for key in _RUNTIME_ONLY:
+            if key not in svc.env and env.get(key) == os.environ.get(key):
+                env.pop(key, None)
+        return env
+
+    def _child_spec(
+        self, stdin: int, stdout: int, stderr: int, notify: probes.NotifyPipe | None
+    ) -> spawn.ChildSpec:
+        svc = self.service
+        env = self._environment()
+        uid = gid = None
+        groups: list[int] | None = None
+        if svc.user is not None:
+            entry = _user(svc.user)
+            uid, gid = entry.pw_uid, entry.pw_gid
+            groups = os.getgrouplist(entry.pw_name, gid) if entry.pw_name else [gid]
+            for key, value in (
+                ("HOME", entry.pw_dir),
+                ("USER", entry.pw_name),
+                ("LOGNAME", entry.pw_name),
+            ):
+                if key not in svc.env and value:
+                    env[key] = value
+        if svc.group is not None:
+            gid = _group(svc.group)
+            groups = groups if groups is not None else [gid]
+        pass_fds: dict[int, int] = {}
+        if notify is not None and svc.ready is not None and svc.ready.notify_fd is not None:
+            pass_fds[svc.ready.notify_fd] = notify.write_fd
+        return spawn.ChildSpec(
+            argv=svc.command,
+            env=env,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            pass_fds=pass_fds,
+            new_session=True,
+            cwd=svc.workdir,
+            umask=svc.umask,
+            uid=uid,
+            gid=gid,
+            groups=groups,
+            pdeathsig=None if self._ctx.pid1 else signal.SIGKILL,
+        )
+
+
+def _open_stdin(path: str | None) -> int:
+    return os.open(path or os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        if name.isdigit():
+            try:
+                return pwd.getpwuid(int(name))
+            except KeyError:
+                return pwd.struct_passwd((name, "x", int(name), int(name), "", "/", "/bin/sh"))
+        raise SpawnError(name, 0, f"unknown user {name!r}", "switch user") from None
+
+
+def _group(name: str) -> int:
+    import grp
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        if name.isdigit():
+            return int(name)
+        raise SpawnError(name, 0, f"unknown group {name!r}", "switch group") from None

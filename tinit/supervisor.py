@@ -1,0 +1,213 @@
+"""Services mode: the root of the task tree, signals, shutdown and tinit's exit code.
+
+``run_services`` owns the trio loop. One task serves the signal receiver
+(SIGCHLD feeds the reaper; TERM, INT, QUIT and SIGRTMIN+3 ask for a shutdown;
+``forward_signals`` go to every running service), one task per service runs
+its life (service.py), and the main task waits until either a shutdown is
+asked for or there is nothing left to supervise.
+
+Shutdown (SPEC §4, §11): every service gets its stop signal only once every
+service that depends on it has exited, independent ones in parallel, all
+under one ``shutdown_timeout``; then whatever is left in the namespace (or,
+not PID 1, below tinit) gets SIGTERM and, when the budget runs out, SIGKILL.
+A second TERM or INT kills everything at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import TYPE_CHECKING
+
+import trio
+
+from . import procs, signals, spawn
+from .output import Sink
+from .reaper import Reaper
+from .service import Context, ServiceRunner
+from .state import ExitStatus, signal_name
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from .config import Config
+    from .logs import Log
+
+
+def run_services(config: Config, log: Log) -> int:
+    """Supervise the services of ``config`` until the end; return tinit's exit code."""
+    signals.block()
+    spawn.mark_inherited_fds_cloexec()
+    pid1 = procs.is_pid1()
+    if not pid1:
+        from .command import become_subreaper
+
+        become_subreaper()
+        log.info("not_pid1", pid=os.getpid(), note="child subreaper: orphans still come to tinit")
+    supervisor = Supervisor(config, log, pid1=pid1)
+    return trio.run(supervisor.run)
+
+
+class Supervisor:
+    def __init__(self, config: Config, log: Log, *, pid1: bool) -> None:
+        self.config = config
+        self.log = log
+        self.reaper = Reaper(
+            on_orphan=lambda pid, st: log.debug("orphan_reaped", pid=pid, **st.log_fields())
+        )
+        self._pid1 = pid1
+        self.runners: dict[str, ServiceRunner] = {}
+        self._end = trio.Event()
+        self.shutdown_reason: str | None = None
+        self._shutting_down = False
+        self._killed = False
+        #: the status of the critical service whose end shut tinit down
+        self._critical: ExitStatus | None = None
+        self._first_failure: ExitStatus | None = None
+
+    async def run(self) -> int:
+        settings = self.config.settings
+        stdout, stderr = Sink.for_fd(1), Sink.for_fd(2)
+        ctx = Context(
+            reaper=self.reaper,
+            log=self.log,
+            stdout=stdout,
+            stderr=stderr,
+            width=max(len(name) for name in self.config.services),
+            pid1=self._pid1,
+        )
+        for name, service in self.config.services.items():
+            self.runners[name] = ServiceRunner(service, ctx, self.runners)
+        self.log.info("config_loaded", path=self.config.path, services=len(self.config.services))
+        try:
+            with trio.open_signal_receiver(*signals.HANDLED) as received:
+                signals.unblock()
+                self.reaper.reap()  # children inherited at exec time (research §2.7)
+                async with trio.open_nursery() as root:
+                    root.start_soon(self._serve_signals, received)
+                    for runner in self.runners.values():
+                        root.start_soon(self._run_service, runner)
+                    await self._end.wait()
+                    ctx.deadline = trio.current_time() + settings.shutdown_timeout
+                    if self._shutting_down:
+                        await self._shutdown(ctx.deadline)
+                    await self._stop_leftovers(ctx.deadline)
+                    root.cancel_scope.cancel()
+        finally:
+            signal.pthread_sigmask(signal.SIG_BLOCK, signals.HANDLED)
+            stdout.close()
+            stderr.close()
+        code = self._exit_code()
+        self.log.info("shutdown_finished", exit_code=code)
+        return code
+
+    # -- services ending ------------------------------------------------------
+
+    async def _run_service(self, runner: ServiceRunner) -> None:
+        await runner.run()
+        svc = runner.service
+        status = runner.last_status
+        if runner.outcome == "failed" and self._first_failure is None and not self._shutting_down:
+            self._first_failure = status or ExitStatus(code=1)
+        if svc.critical and not self._shutting_down:
+            ended = runner.outcome in ("failed", "never-started") or (
+                runner.outcome == "completed" and not svc.oneshot
+            )
+            if ended:
+                if runner.outcome == "never-started" or status is None:
+                    self._critical = ExitStatus(code=1)
+                else:
+                    self._critical = status
+                self.log.error(
+                    "critical_service_ended", service=runner.name, outcome=runner.outcome
+                )
+                self.request_shutdown(f"critical service {runner.name} ended")
+                return
+        if all(r.finished.is_set() for r in self.runners.values()):
+            self._end.set()
+
+    def request_shutdown(self, reason: str) -> None:
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        self.shutdown_reason = reason
+        self.log.info("shutdown_began", reason=reason)
+        self._end.set()
+
+    async def _shutdown(self, deadline: float) -> None:
+        for runner in self.runners.values():
+            runner.request_stop()  # nothing starts or restarts from here on
+            runner.killed = False  # only kills of the shutdown decide its exit code
+        with trio.move_on_at(deadline):
+            async with trio.open_nursery() as nursery:
+                for runner in self.runners.values():
+                    nursery.start_soon(self._stop_in_order, runner)
+            return
+        self.log.warning("shutdown_timeout", timeout=self.config.settings.shutdown_timeout)
+        self.kill_everything()
+        with trio.CancelScope(shield=True):
+            for runner in self.runners.values():
+                await runner.finished.wait()
+
+    async def _stop_in_order(self, runner: ServiceRunner) -> None:
+        dependents = [r for r in self.runners.values() if runner.name in r.service.depends_on]
+        for dependent in dependents:
+            await dependent.finished.wait()
+        await runner.stop()
+
+    def kill_everything(self) -> None:
+        self._killed = True
+        for runner in self.runners.values():
+            runner.kill_now()
+        procs.signal_everything(signal.SIGKILL)
+
+    async def _stop_leftovers(self, deadline: float) -> None:
+        """After the services: orphans get SIGTERM, then SIGKILL at the deadline."""
+        self.reaper.reap()
+        if not self.reaper.has_children:
+            return
+        count = procs.signal_everything(signal.SIGTERM)
+        self.log.info("stopping_leftovers", processes=count)
+        with trio.move_on_at(max(deadline, trio.current_time() + 0.1)):
+            await self.reaper.wait_all_gone()
+            return
+        self.log.warning("killing_leftovers", reason="shutdown_timeout")
+        procs.signal_everything(signal.SIGKILL)
+        await self.reaper.wait_all_gone()
+
+    # -- signals ----------------------------------------------------------------
+
+    async def _serve_signals(self, received: AsyncIterator[int]) -> None:
+        forward = set(self.config.settings.forward_signals)
+        async for signum in received:
+            if signum == signal.SIGCHLD:
+                self.reaper.reap()
+                continue
+            name = signal_name(signum)
+            self.log.info("signal_received", signal=name)
+            if signum in signals.SHUTDOWN:
+                if self._shutting_down and signum in (signal.SIGTERM, signal.SIGINT):
+                    self.log.warning("shutdown_forced", signal=name)
+                    self.kill_everything()
+                else:
+                    self.request_shutdown(f"signal {name}")
+            elif signum == signal.SIGHUP and signum not in forward:
+                self.log.warning("reload_unsupported", note="SIGHUP is ignored in this version")
+            elif signum in forward:
+                for runner in self.runners.values():
+                    if runner.child is not None:
+                        procs.signal_group(runner.child.pgid, signum)
+
+    # -- the exit code (SPEC §2, §11) ---------------------------------------------
+
+    def _exit_code(self) -> int:
+        if self._critical is not None:
+            code = self._critical.shell_code
+        elif self._shutting_down:
+            killed = self._killed or any(r.killed for r in self.runners.values())
+            code = 137 if killed else 0
+        elif self._first_failure is not None:
+            code = self._first_failure.shell_code
+        else:
+            code = 0
+        return self.config.settings.exit_code_remap.get(code, code)
