@@ -513,3 +513,19 @@ def test_output_of_four_services_is_never_torn(tmp_path: Path) -> None:
         assert pad == "x" * (int(number) % 50), line
         seen[word] += 1
     assert seen == {f"w{i}": 25000 for i in range(4)}
+
+
+def test_unset_variable_in_a_command_is_an_error_at_run(tmp_path: Path) -> None:
+    """tinit check only warns (the variable may be set where it runs); tinit run
+    is where it runs, so there it is an error."""
+    result = run_config(
+        tmp_path,
+        """
+        version: 1
+        services:
+          app: {command: "echo ${TINIT_TEST_SURELY_UNSET}"}
+        """,
+    )
+    assert result.code == 2
+    assert "TINIT_TEST_SURELY_UNSET" in result.stderr
+    assert not result.named("service_starting")

@@ -86,9 +86,12 @@ def describe(node: yaml.Node, value: object = None) -> str:
 class Reader:
     """Turns YAML nodes into Python values and records every problem at its node."""
 
-    def __init__(self, file: str, environ: Mapping[str, str]) -> None:
+    def __init__(self, file: str, environ: Mapping[str, str], *, at_run: bool = False) -> None:
         self.file = file
         self.environ = environ
+        #: reading for `tinit run`: this environment is the run time's, so a
+        #: variable unset here can never be resolved later
+        self.at_run = at_run
         self.problems: list[Problem] = []
         self._unresolved: set[int] = set()
         self._flattened: dict[int, dict[str, Entry]] = {}
@@ -264,7 +267,7 @@ class Reader:
         return text
 
     def _report_unset(self, node: yaml.Node, path: str, name: str, runtime: bool) -> None:
-        if runtime:
+        if runtime and not self.at_run:
             self._unresolved.add(id(node))
             message = (
                 f"${{{name}}} is not set here, so the command can only be resolved at run time"

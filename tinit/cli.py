@@ -132,7 +132,7 @@ def _run_services(args: argparse.Namespace, log_format: str | None, log_level: s
     if args.stop_timeout is not None:
         raise UsageError("--stop-timeout is for one-command mode; set stop_timeout per service")
     try:
-        config = load_config(path)
+        config = load_config(path, at_run=True)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"tinit: {problem}", file=sys.stderr)

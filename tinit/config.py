@@ -241,14 +241,20 @@ class Config:
 
 
 def load_config(
-    path: str, *, environ: Mapping[str, str] | None = None, offline: bool = False
+    path: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    offline: bool = False,
+    at_run: bool = False,
 ) -> Config:
     """Read and validate the config file at ``path``.
 
     ``environ`` (default ``os.environ``) expands ``${VAR}`` and is the base
     environment of the services. ``offline`` skips the checks against this
-    machine: commands on PATH, users and groups. Raises ``ConfigError`` with
-    every problem found; warnings come back in ``Config.warnings``.
+    machine: commands on PATH, users and groups. ``at_run`` reads it for
+    ``tinit run``, where a command's unset ``${VAR}`` is an error, not a
+    warning. Raises ``ConfigError`` with every problem found; warnings come
+    back in ``Config.warnings``.
     """
     try:
         with open(path, "rb") as file:
@@ -260,7 +266,7 @@ def load_config(
     except UnicodeDecodeError as exc:
         message = f"is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x})"
         raise ConfigError([Problem(path, 0, 0, "", message)]) from None
-    return parse_config(text, filename=path, environ=environ, offline=offline)
+    return parse_config(text, filename=path, environ=environ, offline=offline, at_run=at_run)
 
 
 def parse_config(
@@ -269,6 +275,7 @@ def parse_config(
     filename: str,
     environ: Mapping[str, str] | None = None,
     offline: bool = False,
+    at_run: bool = False,
 ) -> Config:
     """Like ``load_config``, from the text of a file named ``filename``.
 
@@ -276,7 +283,7 @@ def parse_config(
     """
     from tinit._yamlnodes import Reader
 
-    reader = Reader(filename, os.environ if environ is None else environ)
+    reader = Reader(filename, os.environ if environ is None else environ, at_run=at_run)
     base = os.path.dirname(os.path.abspath(filename))
     config = _Loader(reader, base, offline).load(text)
     problems = sorted(dict.fromkeys(reader.problems), key=lambda p: (p.line, p.column))

@@ -75,6 +75,9 @@ class ServiceRunner:
         self.restarts = 0
         self.failures = 0
         self.last_status: ExitStatus | None = None
+        #: exits by code ("0", "1") or signal name ("SIGKILL"), for metrics
+        self.exits: dict[str, int] = {}
+        self.oom_kills = 0
         #: how the service ended for good: "completed", "failed", "stopped", "never-started"
         self.outcome: str | None = None
         #: set when a stop had to use SIGKILL (SPEC §11: exit 137 on shutdown)
@@ -88,6 +91,14 @@ class ServiceRunner:
         self._terminating = False
         self._terminated = trio.Event()
         self._run_failed = False
+
+    def carry_counters(self, previous: ServiceRunner) -> None:
+        """Keep the totals of the runner this one replaces (for status and metrics)."""
+        self.restarts = previous.restarts
+        self.exits = previous.exits
+        self.oom_kills = previous.oom_kills
+        self.ring = previous.ring
+        self.last_status = previous.last_status
 
     # -- what others ask of a service ---------------------------------------
 
@@ -168,6 +179,8 @@ class ServiceRunner:
                 return self._mark_stopped()
             status, uptime = await self._run_once()
             self.last_status = status
+            key = str(status.code) if status.signal is None else signal_name(status.signal)
+            self.exits[key] = self.exits.get(key, 0) + 1
             if self._stopping():
                 return self._mark_stopped()
             failed_run = self._run_failed

@@ -30,7 +30,7 @@ from .state import ExitStatus, signal_name
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from .config import Config
+    from .config import Config, Service
     from .logs import Log
 
 
@@ -64,31 +64,35 @@ class Supervisor:
         #: the status of the critical service whose end shut tinit down
         self._critical: ExitStatus | None = None
         self._first_failure: ExitStatus | None = None
+        #: runners being stopped to be replaced (restart, reload)
+        self._replacing: set[ServiceRunner] = set()
+        self._ctx: Context
+        self._root: trio.Nursery
+        self.started_at = 0.0
 
     async def run(self) -> int:
-        settings = self.config.settings
         stdout, stderr = Sink.for_fd(1), Sink.for_fd(2)
-        ctx = Context(
+        self._ctx = ctx = Context(
             reaper=self.reaper,
             log=self.log,
             stdout=stdout,
             stderr=stderr,
-            width=max(len(name) for name in self.config.services),
+            width=_width(self.config),
             pid1=self._pid1,
         )
-        for name, service in self.config.services.items():
-            self.runners[name] = ServiceRunner(service, ctx, self.runners)
+        self.started_at = trio.current_time()
         self.log.info("config_loaded", path=self.config.path, services=len(self.config.services))
         try:
             with trio.open_signal_receiver(*signals.HANDLED) as received:
                 signals.unblock()
                 self.reaper.reap()  # children inherited at exec time (research §2.7)
                 async with trio.open_nursery() as root:
+                    self._root = root
                     root.start_soon(self._serve_signals, received)
-                    for runner in self.runners.values():
-                        root.start_soon(self._run_service, runner)
+                    for service in self.config.services.values():
+                        self._launch(service)
                     await self._end.wait()
-                    ctx.deadline = trio.current_time() + settings.shutdown_timeout
+                    ctx.deadline = trio.current_time() + self.config.settings.shutdown_timeout
                     if self._shutting_down:
                         await self._shutdown(ctx.deadline)
                     await self._stop_leftovers(ctx.deadline)
@@ -101,10 +105,96 @@ class Supervisor:
         self.log.info("shutdown_finished", exit_code=code)
         return code
 
+    def _launch(self, service: Service, previous: ServiceRunner | None = None) -> ServiceRunner:
+        runner = ServiceRunner(service, self._ctx, self.runners)
+        if previous is not None:
+            runner.carry_counters(previous)
+        self.runners[service.name] = runner
+        self._root.start_soon(self._run_service, runner)
+        return runner
+
+    # -- what an operator asks for (control socket, SIGHUP) ----------------------
+
+    def _runner(self, name: str) -> ServiceRunner:
+        try:
+            return self.runners[name]
+        except KeyError:
+            raise KeyError(name) from None
+
+    async def start_service(self, name: str) -> None:
+        """Start a service that is stopped or ended; nothing if it runs."""
+        runner = self._runner(name)
+        if self._shutting_down or not runner.finished.is_set():
+            return
+        self.log.info("service_start_requested", service=name)
+        self._launch(runner.service, previous=runner)
+
+    async def stop_service(self, name: str) -> None:
+        """Stop a service and wait until it is gone; it stays stopped."""
+        runner = self._runner(name)
+        self.log.info("service_stop_requested", service=name)
+        await runner.stop()
+
+    async def restart_service(self, name: str) -> None:
+        """Stop (if running) and start again; its dependents are left running."""
+        runner = self._runner(name)
+        if self._shutting_down:
+            return
+        self.log.info("service_restart_requested", service=name)
+        self._replacing.add(runner)
+        await runner.stop()
+        self._launch(runner.service, previous=runner)
+
+    async def reload(self) -> dict[str, list[str]]:
+        """Re-read the config file and apply the difference (SPEC §9).
+
+        Raises ConfigError and changes nothing when the new file is invalid.
+        Added services start, removed ones stop, changed ones (any key that
+        affects the process) restart, and the rest are left untouched.
+        """
+        from .config import load_config
+
+        new = load_config(self.config.path, at_run=True)
+        old = self.runners
+        added = [n for n in new.services if n not in old]
+        removed = [n for n in old if n not in new.services]
+        changed = [n for n in new.services if n in old and new.services[n] != old[n].service]
+        unchanged = [n for n in new.services if n in old and n not in changed]
+        self.log.info(
+            "config_reloaded", added=added, removed=removed, changed=changed, unchanged=unchanged
+        )
+        self.config = new
+        self._ctx.width = _width(new)
+        for runner in (old[n] for n in (*removed, *changed)):
+            self._replacing.add(runner)
+        async with trio.open_nursery() as nursery:
+            for name in (*removed, *changed):
+                nursery.start_soon(old[name].stop)
+        for name in removed:
+            del self.runners[name]
+        for name in changed:
+            self._launch(new.services[name], previous=old[name])
+        for name in added:
+            self._launch(new.services[name])
+        return {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}
+
+    async def _reload_on_signal(self) -> None:
+        from .errors import ConfigError
+
+        try:
+            await self.reload()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                self.log.error("reload_failed", problem=str(problem))
+
     # -- services ending ------------------------------------------------------
 
     async def _run_service(self, runner: ServiceRunner) -> None:
         await runner.run()
+        if runner in self._replacing:
+            # stopped to be restarted or removed by an operator: not an end
+            self._replacing.discard(runner)
+            return
         svc = runner.service
         status = runner.last_status
         if runner.outcome == "failed" and self._first_failure is None and not self._shutting_down:
@@ -191,8 +281,9 @@ class Supervisor:
                     self.kill_everything()
                 else:
                     self.request_shutdown(f"signal {name}")
-            elif signum == signal.SIGHUP and signum not in forward:
-                self.log.warning("reload_unsupported", note="SIGHUP is ignored in this version")
+            elif signum == signal.SIGHUP:
+                if not self._shutting_down:
+                    self._root.start_soon(self._reload_on_signal)
             elif signum in forward:
                 for runner in self.runners.values():
                     if runner.child is not None:
@@ -211,3 +302,8 @@ class Supervisor:
         else:
             code = 0
         return self.config.settings.exit_code_remap.get(code, code)
+
+
+def _width(config: Config) -> int:
+    """The prefix width: the longest service name."""
+    return max(len(name) for name in config.services)

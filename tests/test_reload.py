@@ -1,0 +1,83 @@
+"""Live reload on SIGHUP: added services start, removed stop, changed restart, the rest keep their pid."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.nsrun import wait_for
+from tests.svcrun import finish, start, write_config
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _service(name: str, pidfile: Path, extra: str = "") -> str:
+    return f"""  {name}:
+    command: "sh -c 'echo $$$$ > {pidfile}; exec sleep 60{extra}'"
+"""
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text else None
+
+
+def test_sighup_applies_the_difference(tmp_path: Path) -> None:
+    pids = {name: tmp_path / f"{name}.pid" for name in ("keep", "change", "drop", "add")}
+    before = "version: 1\nservices:\n" + "".join(
+        _service(name, pids[name]) for name in ("keep", "change", "drop")
+    )
+    config = write_config(tmp_path, before)
+    tinit = start(config)
+    assert wait_for(lambda: all(_pid(pids[n]) for n in ("keep", "change", "drop")))
+    first = {n: _pid(pids[n]) for n in ("keep", "change", "drop")}
+
+    after = "version: 1\nservices:\n" + (
+        _service("keep", pids["keep"])
+        + _service("change", pids["change"], extra=" 60")  # a different command
+        + _service("add", pids["add"])
+    )
+    config.write_text(after)
+    pids["change"].unlink()
+    tinit.signal(signal.SIGHUP)
+    assert wait_for(lambda: _pid(pids["add"]) is not None and _pid(pids["change"]) is not None)
+    time.sleep(0.3)
+    assert _pid(pids["keep"]) == first["keep"]  # untouched: same pid
+    assert _pid(pids["change"]) != first["change"]  # restarted
+    tinit.signal(signal.SIGTERM)
+    result = finish(tinit)
+    assert result.code == 0
+    reloaded = result.named("config_reloaded")
+    assert len(reloaded) == 1
+    assert reloaded[0]["added"] == ["add"]
+    assert reloaded[0]["removed"] == ["drop"]
+    assert reloaded[0]["changed"] == ["change"]
+    assert reloaded[0]["unchanged"] == ["keep"]
+    assert len(result.named("service_starting", "keep")) == 1
+    assert len(result.named("service_starting", "change")) == 2
+    assert result.named("service_stopped", "drop")
+
+
+def test_invalid_reload_changes_nothing_and_names_the_line(tmp_path: Path) -> None:
+    pidfile = tmp_path / "a.pid"
+    config = write_config(tmp_path, "version: 1\nservices:\n" + _service("a", pidfile))
+    tinit = start(config)
+    assert wait_for(lambda: _pid(pidfile) is not None)
+    first = _pid(pidfile)
+    config.write_text('version: 1\nservices:\n  a:\n    command: "true"\n    restart: sometimes\n')
+    tinit.signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert tinit.proc.poll() is None
+    assert _pid(pidfile) == first
+    tinit.signal(signal.SIGTERM)
+    result = finish(tinit)
+    assert result.code == 0
+    problems = [e["problem"] for e in result.named("reload_failed")]
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{config}:5:14: services.a.restart: unknown value 'sometimes'")
