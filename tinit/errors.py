@@ -85,7 +85,8 @@ class SpawnError(TinitError):
             reason = strerror
         else:
             self.exit_code = EX_NOEXEC
-            reason = f"cannot {stage}: {strerror}"
+            # privileges.py's messages already start with their own stage
+            reason = strerror if stage == "drop privileges" else f"cannot {stage}: {strerror}"
         super().__init__(f"{command}: {reason}")
 
 

@@ -28,6 +28,7 @@ import trio
 from . import probes, procs, spawn
 from .errors import SpawnError
 from .output import Output, Ring
+from .privileges import resolve as resolve_privileges
 from .state import ExitStatus, State, decide, is_success, signal_name
 
 if TYPE_CHECKING:
@@ -447,6 +448,12 @@ class ServiceRunner:
         if svc.group is not None:
             gid = _group(svc.group)
             groups = groups if groups is not None else [gid]
+        privileges = None
+        caps = svc.capabilities
+        if uid is not None or gid is not None or caps.add or caps.drop or svc.no_new_privs:
+            privileges = resolve_privileges(
+                caps, uid=uid, gid=gid, groups=groups, no_new_privs=svc.no_new_privs
+            )
         pass_fds: dict[int, int] = {}
         if notify is not None and svc.ready is not None and svc.ready.notify_fd is not None:
             pass_fds[svc.ready.notify_fd] = notify.write_fd
@@ -460,9 +467,7 @@ class ServiceRunner:
             new_session=True,
             cwd=svc.workdir,
             umask=svc.umask,
-            uid=uid,
-            gid=gid,
-            groups=groups,
+            privileges=privileges,
             pdeathsig=None if self._ctx.pid1 else signal.SIGKILL,
         )
 

@@ -34,6 +34,7 @@ from .errors import SpawnError
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from .privileges import Privileges
     from .reaper import Child, Reaper
 
 # Every signal that has a disposition to reset in the child.
@@ -61,9 +62,8 @@ class ChildSpec:
     foreground_tty: int | None = None
     cwd: str | None = None
     umask: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    groups: Sequence[int] | None = None
+    #: user, groups and capabilities to switch to (privileges.py)
+    privileges: Privileges | None = None
     #: signal the child gets when tinit dies (only when tinit is not PID 1).
     pdeathsig: int | None = None
     #: an open ``cgroup.procs`` fd the child writes itself into before exec.
@@ -141,9 +141,9 @@ async def wait_exec(child: Child, err_r: int, command: str) -> None:
     finally:
         os.close(err_r)
     if data:
-        stage, _, number = data.decode("ascii", "replace").partition(":")
+        stage, number, reason = ([*data.decode("utf-8", "replace").split("\x00"), "", ""])[:3]
         code = int(number) if number.isdigit() else errno.EINVAL
-        raise SpawnError(command, code, os.strerror(code), stage)
+        raise SpawnError(command, code, reason or os.strerror(code), stage)
 
 
 async def spawn(spec: ChildSpec, reaper: Reaper) -> Child:
@@ -183,15 +183,12 @@ def _child_main(  # pragma: no cover - runs in the forked child
         _arrange_fds(spec, err_w)
         if spec.umask is not None:
             os.umask(spec.umask)
-        if spec.groups is not None:
-            stage = "set groups"
-            os.setgroups(list(spec.groups))
-        if spec.gid is not None:
-            stage = "set group"
-            os.setgid(spec.gid)
-        if spec.uid is not None:
-            stage = "set user"
-            os.setuid(spec.uid)
+        if spec.privileges is not None:
+            # Before chdir: the directory is entered with the service's rights.
+            stage = "drop privileges"
+            from .privileges import apply_in_child
+
+            apply_in_child(spec.privileges)
         if spec.cwd is not None:
             stage = "chdir"
             os.chdir(spec.cwd)
@@ -203,16 +200,16 @@ def _child_main(  # pragma: no cover - runs in the forked child
         os.execve(path, argv, env)
     except OSError as exc:
         code = exc.errno or errno.EINVAL
-        _report(err_w, f"{stage}:{code}")
+        _report(err_w, f"{stage}\0{code}\0{exc.strerror or ''}")
         os._exit(127 if code in (errno.ENOENT, errno.ENOTDIR) and stage == "exec" else 126)
-    except BaseException:
-        _report(err_w, f"{stage}:{errno.EINVAL}")
+    except BaseException as exc:
+        _report(err_w, f"{stage}\0{errno.EINVAL}\0{type(exc).__name__}: {exc}")
         os._exit(126)
 
 
 def _report(err_w: int, message: str) -> None:  # pragma: no cover - child only
     try:
-        os.write(err_w, message.encode("ascii"))
+        os.write(err_w, message.encode("utf-8", "replace"))
     except OSError:
         pass
 
