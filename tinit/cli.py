@@ -18,6 +18,8 @@ from .errors import EX_SOFTWARE, EX_USAGE, ConfigError, TinitError, UsageError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from .config import Config
+
 DEFAULT_CONFIG = "/etc/tinit/services.yaml"
 DEFAULT_STOP_TIMEOUT = 5.0
 
@@ -143,7 +145,8 @@ def _run_services(args: argparse.Namespace, log_format: str | None, log_level: s
         log.info("config_warning", problem=str(warning))
     from .supervisor import run_services
 
-    return run_services(config, log)
+    no_cgroups = _env_flag("TINIT_NO_CGROUPS", args.no_cgroups)
+    return run_services(config, log, no_cgroups=no_cgroups)
 
 
 def _run_command(
@@ -181,12 +184,33 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return exc.exit_code
     for warning in config.warnings:
         print(warning, file=sys.stderr)
+    if not args.offline:
+        for line in _unenforceable_limits(config):
+            print(line, file=sys.stderr)
     document = to_document(config)
     if args.json:
         print(json.dumps(document, indent=2))
     else:
         print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), end="")
     return 0
+
+
+def _unenforceable_limits(config: Config) -> list[str]:
+    """Warnings for limits this machine's cgroups cannot enforce (SPEC §8)."""
+    if config.settings.cgroups == "off":
+        return []
+    from .cgroups import discover
+
+    discovery = discover()
+    found = []
+    for name, service in config.services.items():
+        missing = discovery.missing_limits(service.limits)
+        if missing:
+            found.append(
+                f"{config.path}: warning: services.{name}.limits: {', '.join(missing)} cannot be"
+                f" enforced on this machine: {discovery.problem}"
+            )
+    return found
 
 
 def run_cli(argv: Sequence[str] | None = None) -> int:

@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import probes, procs, spawn
-from .errors import SpawnError
+from .errors import SpawnError, TinitError
 from .output import Output, Ring
 from .privileges import resolve as resolve_privileges
 from .state import ExitStatus, State, decide, is_success, signal_name
 
 if TYPE_CHECKING:
+    from .cgroups import Cgroups, ServiceCgroup
     from .config import Service
     from .logs import Log
     from .output import Sink
@@ -57,6 +58,8 @@ class Context:
     #: when the whole shutdown must be over (trio clock); inf until one begins
     deadline: float = math.inf
     random: random.Random = field(default_factory=random.Random)
+    #: the cgroup layout, or None when cgroups are off or unusable
+    cgroups: Cgroups | None = None
 
 
 class ServiceRunner:
@@ -79,6 +82,10 @@ class ServiceRunner:
         #: exits by code ("0", "1") or signal name ("SIGKILL"), for metrics
         self.exits: dict[str, int] = {}
         self.oom_kills = 0
+        #: the cgroup of the current run, when cgroups are in use
+        self.cgroup: ServiceCgroup | None = None
+        self._oom_base = 0
+        self._oom_this_run = 0
         #: how the service ended for good: "completed", "failed", "stopped", "never-started"
         self.outcome: str | None = None
         #: set when a stop had to use SIGKILL (SPEC §11: exit 137 on shutdown)
@@ -137,7 +144,8 @@ class ServiceRunner:
     def kill_now(self) -> None:
         """SIGKILL whatever runs of the service, at once (a second shutdown signal)."""
         self.request_stop()
-        if self.child is not None and procs.signal_group(self.child.pgid, signal.SIGKILL):
+        if self.child is not None and self._alive(self.child):
+            self._kill(self.child)
             self.killed = True
 
     # -- the loop -------------------------------------------------------------
@@ -236,20 +244,25 @@ class ServiceRunner:
             color=self._ctx.stdout.isatty,
         )
         notify = probes.NotifyPipe() if svc.ready and svc.ready.kind == "notify_fd" else None
-        stdin = -1
+        stdin = procs_fd = -1
         try:
+            self.cgroup = self._make_cgroup()
             child_out, child_err = output.open()
             stdin = _open_stdin(svc.stdin)
-            spec = self._child_spec(stdin, child_out, child_err, notify)
+            if self.cgroup is not None:
+                procs_fd = self.cgroup.open_procs()
+            spec = self._child_spec(stdin, child_out, child_err, notify, procs_fd)
             child, err_r = spawn.start(spec, self._ctx.reaper)
-        except (SpawnError, OSError) as exc:
+        except (TinitError, OSError) as exc:
             output.close()
             if notify is not None:
                 notify.close()
+            self._drop_cgroup()
             return self._start_failed(exc), 0.0
         finally:
-            if stdin >= 0:
-                os.close(stdin)
+            for fd in (stdin, procs_fd):
+                if fd >= 0:
+                    os.close(fd)
             output.close_child_ends()
             if notify is not None:
                 notify.close_write_end()
@@ -272,20 +285,22 @@ class ServiceRunner:
                 except SpawnError as exc:
                     status = self._start_failed(exc)
                     await child.wait()
-                    await self._wait_group_gone(child.pgid)
+                    await self._wait_gone(child)
                     nursery.cancel_scope.cancel()
                     return status, 0.0
                 self.ever_started = True
                 self._notify()
                 nursery.start_soon(self._stop_on_request, child)
                 nursery.start_soon(self._probe, child, notify)
+                if self.cgroup is not None:
+                    nursery.start_soon(self.cgroup.watch_oom, self._on_oom)
                 status = await child.wait()
                 if not self._terminating:
-                    self.log.info("service_exited", pid=child.pid, **status.log_fields())
+                    self._log_exit(child, status)
                     await self._terminate(child, leftovers_only=True)
                 else:
                     await self._terminated.wait()
-                    self.log.info("service_exited", pid=child.pid, **status.log_fields())
+                    self._log_exit(child, status)
                 with trio.move_on_after(_OUTPUT_GRACE):
                     await pumped.wait()
                 nursery.cancel_scope.cancel()
@@ -294,9 +309,52 @@ class ServiceRunner:
             if notify is not None:
                 notify.close()
             output.close()
+            self._drop_cgroup()
         return status, trio.current_time() - started
 
-    def _start_failed(self, exc: SpawnError | OSError) -> ExitStatus:
+    # -- cgroups --------------------------------------------------------------
+
+    def _make_cgroup(self) -> ServiceCgroup | None:
+        if self._ctx.cgroups is None:
+            return None
+        svc = self.service
+        cgroup = self._ctx.cgroups.create(svc.name, svc.limits, svc.oom_group)
+        self._oom_base = cgroup.oom_kills()
+        self._oom_this_run = 0
+        return cgroup
+
+    def _drop_cgroup(self) -> None:
+        if self.cgroup is not None:
+            self._check_oom(self.cgroup.oom_kills())
+            self.cgroup.remove()
+            self.cgroup = None
+
+    def _on_oom(self, total: int) -> None:
+        self._check_oom(total)
+
+    def _check_oom(self, total: int) -> None:
+        """Report OOM kills in this run's cgroup not reported yet (memory.events)."""
+        new = total - self._oom_base - self._oom_this_run
+        if new <= 0:
+            return
+        self._oom_this_run += new
+        self.oom_kills += new
+        self.log.error(
+            "oom_kill",
+            kills=new,
+            memory_max=self.service.limits.memory,
+            pid=None if self.child is None else self.child.pid,
+        )
+
+    def _log_exit(self, child: Child, status: ExitStatus) -> None:
+        if self.cgroup is not None:
+            self._check_oom(self.cgroup.oom_kills())
+        fields = status.log_fields()
+        if self._oom_this_run:
+            fields["reason"] = "oom"
+        self.log.info("service_exited", pid=child.pid, **fields)
+
+    def _start_failed(self, exc: TinitError | OSError) -> ExitStatus:
         self._run_failed = True
         code = exc.exit_code if isinstance(exc, SpawnError) else 126
         self.log.error("service_start_failed", error=str(exc), exit_code=code)
@@ -353,33 +411,73 @@ class ServiceRunner:
     async def _terminate(self, child: Child, *, leftovers_only: bool = False) -> None:
         """The stop sequence for one run: stop signal -> stop_timeout -> SIGKILL.
 
-        Sent to the process group; done once per run, whoever asks first.
+        The stop signal goes to the process group; once the main process is
+        gone, whatever of the service is left outside that group (a daemon
+        that called setsid, found through its cgroup) gets it too. SIGKILL
+        goes to the whole cgroup (or the group, without cgroups). Done once
+        per run, whoever asks first.
         """
         if self._terminating:
             await self._terminated.wait()
             return
         self._terminating = True
         try:
-            pgid = child.pgid
-            if not procs.group_exists(pgid):
+            if not self._alive(child):
                 return
             stop_signal = self.service.stop_signal
-            if not leftovers_only:
+            if leftovers_only:
+                self._signal_rest(child, stop_signal, skip_group=False)
+            else:
                 self.log.info("service_stopping", signal=signal_name(stop_signal))
-            procs.signal_group(pgid, stop_signal)
+                procs.signal_group(child.pgid, stop_signal)
             deadline = min(trio.current_time() + self.service.stop_timeout, self._ctx.deadline)
             with trio.move_on_at(deadline):
-                await self._wait_group_gone(pgid)
+                if not leftovers_only and self.cgroup is not None:
+                    await child.wait()
+                    self._signal_rest(child, stop_signal, skip_group=True)
+                await self._wait_gone(child)
                 return
             self.log.warning(
                 "service_killed", reason="stop_timeout", stop_timeout=self.service.stop_timeout
             )
             self.killed = True
-            procs.signal_group(pgid, signal.SIGKILL)
+            self._kill(child)
             with trio.CancelScope(shield=True):
-                await self._wait_group_gone(pgid)
+                await self._wait_gone(child)
         finally:
             self._terminated.set()
+
+    def _alive(self, child: Child) -> bool:
+        if self.cgroup is not None:
+            return child.status is None or self.cgroup.populated()
+        return procs.group_exists(child.pgid)
+
+    def _signal_rest(self, child: Child, signum: int, *, skip_group: bool) -> None:
+        """Signal what is left of the run; with ``skip_group``, spare the main group (it had it)."""
+        if self.cgroup is None:
+            procs.signal_group(child.pgid, signum)
+            return
+        for pid in self.cgroup.pids():
+            try:
+                if skip_group and os.getpgid(pid) == child.pgid:
+                    continue
+                os.kill(pid, signum)
+            except OSError:
+                pass  # gone meanwhile
+
+    def _kill(self, child: Child) -> None:
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        else:
+            procs.signal_group(child.pgid, signal.SIGKILL)
+
+    async def _wait_gone(self, child: Child) -> None:
+        """Wait until the main process is reaped and nothing of the run is left."""
+        await child.wait()
+        if self.cgroup is not None:
+            await self.cgroup.wait_empty()
+        else:
+            await self._wait_group_gone(child.pgid)
 
     async def _wait_group_gone(self, pgid: int) -> None:
         """Wait until no process of the group is left (reaped ones included).
@@ -428,7 +526,12 @@ class ServiceRunner:
         return env
 
     def _child_spec(
-        self, stdin: int, stdout: int, stderr: int, notify: probes.NotifyPipe | None
+        self,
+        stdin: int,
+        stdout: int,
+        stderr: int,
+        notify: probes.NotifyPipe | None,
+        procs_fd: int,
     ) -> spawn.ChildSpec:
         svc = self.service
         env = self._environment()
@@ -468,6 +571,7 @@ class ServiceRunner:
             cwd=svc.workdir,
             umask=svc.umask,
             privileges=privileges,
+            cgroup_procs=procs_fd if procs_fd >= 0 else None,
             pdeathsig=None if self._ctx.pid1 else signal.SIGKILL,
         )
 

@@ -30,11 +30,12 @@ from .state import ExitStatus, signal_name
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from .cgroups import Cgroups
     from .config import Config, Service
     from .logs import Log
 
 
-def run_services(config: Config, log: Log) -> int:
+def run_services(config: Config, log: Log, *, no_cgroups: bool = False) -> int:
     """Supervise the services of ``config`` until the end; return tinit's exit code."""
     signals.block()
     spawn.mark_inherited_fds_cloexec()
@@ -44,18 +45,66 @@ def run_services(config: Config, log: Log) -> int:
 
         become_subreaper()
         log.info("not_pid1", pid=os.getpid(), note="child subreaper: orphans still come to tinit")
-    supervisor = Supervisor(config, log, pid1=pid1)
-    return trio.run(supervisor.run)
+    cgroups = None if no_cgroups else setup_cgroups(config, log)
+    supervisor = Supervisor(config, log, pid1=pid1, cgroups=cgroups)
+    try:
+        return trio.run(supervisor.run)
+    finally:
+        if cgroups is not None:
+            cgroups.close()
+
+
+def setup_cgroups(config: Config, log: Log) -> Cgroups | None:
+    """Make the cgroup layout as ``settings.cgroups`` says (SPEC §8).
+
+    ``auto`` carries on without (or without limits) after ONE warning that
+    names what is missing and how to grant it; ``required`` refuses to start
+    (CgroupError, exit 2); ``off`` never touches cgroups.
+    """
+    mode = config.settings.cgroups
+    if mode == "off":
+        return None
+    from .cgroups import CgroupError, Cgroups, discover
+
+    discovery = discover()
+    unenforceable = sorted(
+        {kind for svc in config.services.values() for kind in discovery.missing_limits(svc.limits)}
+    )
+    if mode == "required":
+        if not discovery.usable:
+            raise CgroupError(f"settings.cgroups is required, but {discovery.problem}")
+        if unenforceable:
+            raise CgroupError(
+                f"settings.cgroups is required, but {', '.join(unenforceable)} limits cannot be"
+                f" enforced here: {discovery.problem}"
+            )
+        return Cgroups.setup(discovery, log)
+    if not discovery.usable:
+        log.warning("cgroups_unavailable", problem=discovery.problem)
+        return None
+    try:
+        layout = Cgroups.setup(discovery, log)
+    except CgroupError as exc:
+        log.warning("cgroups_unavailable", problem=str(exc))
+        return None
+    if unenforceable:
+        log.warning("cgroup_limits_unavailable", limits=unenforceable, problem=discovery.problem)
+    elif discovery.problem:
+        log.debug("cgroups_degraded", problem=discovery.problem)
+    return layout
 
 
 class Supervisor:
-    def __init__(self, config: Config, log: Log, *, pid1: bool) -> None:
+    def __init__(
+        self, config: Config, log: Log, *, pid1: bool, cgroups: Cgroups | None = None
+    ) -> None:
         self.config = config
         self.log = log
         self.reaper = Reaper(
             on_orphan=lambda pid, st: log.debug("orphan_reaped", pid=pid, **st.log_fields())
         )
         self._pid1 = pid1
+        self._cgroups = cgroups
         self.runners: dict[str, ServiceRunner] = {}
         self._end = trio.Event()
         self.shutdown_reason: str | None = None
@@ -79,6 +128,7 @@ class Supervisor:
             stderr=stderr,
             width=_width(self.config),
             pid1=self._pid1,
+            cgroups=self._cgroups,
         )
         self.started_at = trio.current_time()
         self.log.info("config_loaded", path=self.config.path, services=len(self.config.services))
