@@ -14,9 +14,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -47,8 +48,13 @@ class Tinit:
         if namespace:
             argv = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *argv]
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        popen.setdefault("stdout", subprocess.PIPE)
-        popen.setdefault("stderr", subprocess.PIPE)
+        # Files, not pipes: a test that reads the output only at the end must
+        # never make tinit wait for a reader.
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
+        popen.setdefault("stdout", self._out)
+        popen.setdefault("stderr", self._err)
+        self.env = full_env
         self.proc = subprocess.Popen(argv, env=full_env, cwd=ROOT, **popen)
         _live.append(self.proc)
         self.namespace = namespace
@@ -77,7 +83,16 @@ class Tinit:
         except subprocess.TimeoutExpired:
             self.kill()
             raise
+        out = out if out is not None else self._read(self._out)
+        err = err if err is not None else self._read(self._err)
         return self.proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+    @staticmethod
+    def _read(file: IO[bytes]) -> bytes:
+        file.seek(0)
+        data = file.read()
+        file.close()
+        return data
 
     def kill(self) -> None:
         kill_tree(self.proc)

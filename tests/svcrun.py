@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,9 +21,16 @@ def write_config(tmp_path: Path, body: str, name: str = "services.yaml") -> Path
     return path
 
 
+def control_path() -> str:
+    """A control socket path of its own (AF_UNIX paths must stay under 108 bytes)."""
+    return os.path.join(tempfile.mkdtemp(prefix="tinit-", dir="/tmp"), "control.sock")
+
+
 def start(config: Path, *args: str, **kwargs: Any) -> Tinit:
+    """tinit on ``config`` as PID 1, with JSON debug events and a control socket of its own."""
+    env = {"TINIT_CONTROL_SOCKET": control_path(), **kwargs.pop("env", {})}
     return Tinit(
-        "run", "--log-format", "json", "--log-level", "debug", *args, str(config), **kwargs
+        "run", "--log-format", "json", "--log-level", "debug", *args, str(config), env=env, **kwargs
     )
 
 

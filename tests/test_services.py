@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -529,3 +530,26 @@ def test_unset_variable_in_a_command_is_an_error_at_run(tmp_path: Path) -> None:
     assert result.code == 2
     assert "TINIT_TEST_SURELY_UNSET" in result.stderr
     assert not result.named("service_starting")
+
+
+def test_stalled_stderr_does_not_freeze_tinit(tmp_path: Path) -> None:
+    """Regression: tinit's own events used to be blocking writes to stderr, so a
+    stderr nobody read froze the whole supervisor (no reaping, no signals)."""
+    config = write_config(
+        tmp_path,
+        """
+        version: 1
+        services:
+          crashy:
+            command: "sh -c 'exit 1'"
+            max_restarts: null
+            backoff: {initial: 1ms, max: 1ms}
+        """,
+    )
+    tinit = start(config, stderr=subprocess.PIPE)  # a pipe nobody reads until the end
+    time.sleep(3)  # thousands of events: far more than a pipe holds
+    tinit.signal(signal.SIGTERM)
+    # no reader yet: tinit must get through its shutdown on its own
+    assert tinit.proc.wait(timeout=10) == 0
+    result = finish(tinit, timeout=30)
+    assert result.code == 0

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from . import procs, signals, spawn
+from . import output, procs, signals, spawn
 from .output import Sink
 from .reaper import Reaper
 from .service import Context, ServiceRunner
@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from .logs import Log
 
 
-def run_services(config: Config, log: Log, *, no_cgroups: bool = False) -> int:
+def run_services(
+    config: Config, log: Log, *, no_cgroups: bool = False, control_socket: str | None = None
+) -> int:
     """Supervise the services of ``config`` until the end; return tinit's exit code."""
     signals.block()
     spawn.mark_inherited_fds_cloexec()
@@ -46,7 +48,7 @@ def run_services(config: Config, log: Log, *, no_cgroups: bool = False) -> int:
         become_subreaper()
         log.info("not_pid1", pid=os.getpid(), note="child subreaper: orphans still come to tinit")
     cgroups = None if no_cgroups else setup_cgroups(config, log)
-    supervisor = Supervisor(config, log, pid1=pid1, cgroups=cgroups)
+    supervisor = Supervisor(config, log, pid1=pid1, cgroups=cgroups, control_socket=control_socket)
     try:
         return trio.run(supervisor.run)
     finally:
@@ -96,8 +98,16 @@ def setup_cgroups(config: Config, log: Log) -> Cgroups | None:
 
 class Supervisor:
     def __init__(
-        self, config: Config, log: Log, *, pid1: bool, cgroups: Cgroups | None = None
+        self,
+        config: Config,
+        log: Log,
+        *,
+        pid1: bool,
+        cgroups: Cgroups | None = None,
+        control_socket: str | None = None,
     ) -> None:
+        #: the control socket's path; None disables it
+        self.control_socket = control_socket
         self.config = config
         self.log = log
         self.reaper = Reaper(
@@ -120,7 +130,9 @@ class Supervisor:
         self.started_at = 0.0
 
     async def run(self) -> int:
+        output.set_logger(self.log)
         stdout, stderr = Sink.for_fd(1), Sink.for_fd(2)
+        spool = self.log.spool()
         self._ctx = ctx = Context(
             reaper=self.reaper,
             log=self.log,
@@ -138,7 +150,9 @@ class Supervisor:
                 self.reaper.reap()  # children inherited at exec time (research §2.7)
                 async with trio.open_nursery() as root:
                     self._root = root
+                    root.start_soon(spool.serve, stderr)
                     root.start_soon(self._serve_signals, received)
+                    await self._serve_operators(root)
                     for service in self.config.services.values():
                         self._launch(service)
                     await self._end.wait()
@@ -149,11 +163,45 @@ class Supervisor:
                     root.cancel_scope.cancel()
         finally:
             signal.pthread_sigmask(signal.SIG_BLOCK, signals.HANDLED)
+            with trio.CancelScope(shield=True):
+                await spool.close(stderr)
             stdout.close()
             stderr.close()
         code = self._exit_code()
         self.log.info("shutdown_finished", exit_code=code)
         return code
+
+    async def _serve_operators(self, root: trio.Nursery) -> None:
+        """The control socket and the HTTP health endpoint, when configured.
+
+        Either failing to start is logged and tinit carries on: services
+        matter more than their remote control (a read-only /run, say).
+        """
+        from .control import serve_control
+        from .errors import ControlError
+        from .health import serve_health
+        from .operate import Operator
+
+        operator = Operator(self)
+        if self.control_socket:
+            try:
+                await root.start(serve_control, self.control_socket, operator, self.log)
+            except ControlError as exc:
+                self.log.warning("control_socket_unavailable", error=str(exc))
+        listen = self.config.settings.health_listen
+        if listen is not None:
+            try:
+                await root.start(serve_health, listen[0], listen[1], operator, self.log)
+            except ControlError as exc:
+                self.log.error("health_endpoint_unavailable", error=str(exc))
+
+    @property
+    def critical_failed(self) -> bool:
+        """A critical service ended for good (``/healthz`` turns 503)."""
+        return self._critical is not None or any(
+            r.service.critical and r.outcome in ("failed", "never-started")
+            for r in self.runners.values()
+        )
 
     def _launch(self, service: Service, previous: ServiceRunner | None = None) -> ServiceRunner:
         runner = ServiceRunner(service, self._ctx, self.runners)
