@@ -78,6 +78,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("version", help="print tinit's version")
+    from . import client
+
+    client.add_parsers(sub)
     return parser
 
 
@@ -146,7 +149,10 @@ def _run_services(args: argparse.Namespace, log_format: str | None, log_level: s
     from .supervisor import run_services
 
     no_cgroups = _env_flag("TINIT_NO_CGROUPS", args.no_cgroups)
-    return run_services(config, log, no_cgroups=no_cgroups)
+    control_socket = (
+        args.control_socket or os.environ.get("TINIT_CONTROL_SOCKET") or settings.control_socket
+    )
+    return run_services(config, log, no_cgroups=no_cgroups, control_socket=control_socket)
 
 
 def _run_command(
@@ -225,6 +231,10 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args, command)
         if args.command == "check":
             return _cmd_check(args)
+        if args.command != "version":
+            from . import client
+
+            return client.run(args)
         print(__version__)
         return 0
     except TinitError as exc:

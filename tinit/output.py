@@ -32,7 +32,6 @@ from collections import deque
 from itertools import islice
 from typing import TYPE_CHECKING, Final
 
-import structlog
 import trio
 
 from tinit._lines import (
@@ -45,11 +44,21 @@ from tinit._lines import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
+
+    from .logs import Log
 
 __all__ = ["MAX_LINE", "Output", "Ring", "Sink"]
 
-_log = structlog.get_logger("tinit.output")
+#: where sinks report a destination that fails; set by the supervisor (set_logger)
+_log: Log | None = None
+
+
+def set_logger(log: Log) -> None:
+    """Report output failures (a closed stdout, a full disk) through ``log``."""
+    global _log
+    _log = log
+
 
 _PIPE_SIZE: Final = 256 * 1024  # kernel buffer asked for service pipes: fewer wake-ups
 _FILE_MODE: Final = 0o640
@@ -185,7 +194,8 @@ class Sink:
         if first:
             # tinit's own log may go to the very descriptor that just failed.
             with contextlib.suppress(OSError):
-                _log.warning("output_write_failed", sink=self.name, error=str(exc))
+                if _log is not None:
+                    _log.warning("output_write_failed", sink=self.name, error=str(exc))
 
     def close(self) -> None:
         """Release the sink; a file sink shared by several services closes with its last user."""
@@ -237,6 +247,7 @@ class Ring:
         self._size = 0
         self._added = 0  # blocks ever added: numbers them for followers
         self._lot = trio.lowlevel.ParkingLot()
+        self._listeners: set[Callable[[], None]] = set()
 
     @property
     def size(self) -> int:
@@ -255,6 +266,28 @@ class Ring:
         while self._size > self.max_bytes:
             self._size -= len(self._chunks.popleft()[2])
         self._lot.unpark_all()
+        for listener in self._listeners:
+            listener()
+
+    @property
+    def cursor(self) -> int:
+        """A position in the ring's history: pass it to `since` later."""
+        return self._added
+
+    def since(self, cursor: int) -> tuple[int, list[tuple[float, str, str]]]:
+        """Lines added after ``cursor`` that are still held, and the new cursor."""
+        first = self._added - len(self._chunks)
+        new = list(islice(self._chunks, max(cursor, first) - first, None))
+        return self._added, [
+            (ts, stream, text) for ts, stream, chunk in new for text in _split(chunk)
+        ]
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (synchronously, cheaply) after every `add`, until `unlisten`."""
+        self._listeners.add(callback)
+
+    def unlisten(self, callback: Callable[[], None]) -> None:
+        self._listeners.discard(callback)
 
     def lines(self, n: int | None = None) -> list[tuple[float, str, str]]:
         """The last ``n`` lines held (all without ``n``), oldest first, as (time, stream, text)."""

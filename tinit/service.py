@@ -86,6 +86,8 @@ class ServiceRunner:
         self.cgroup: ServiceCgroup | None = None
         self._oom_base = 0
         self._oom_this_run = 0
+        #: the last run ended with an OOM kill in its cgroup
+        self.last_oom = False
         #: how the service ended for good: "completed", "failed", "stopped", "never-started"
         self.outcome: str | None = None
         #: set when a stop had to use SIGKILL (SPEC §11: exit 137 on shutdown)
@@ -105,6 +107,7 @@ class ServiceRunner:
         self.restarts = previous.restarts
         self.exits = previous.exits
         self.oom_kills = previous.oom_kills
+        self.last_oom = previous.last_oom
         self.ring = previous.ring
         self.last_status = previous.last_status
 
@@ -267,7 +270,7 @@ class ServiceRunner:
             if notify is not None:
                 notify.close_write_end()
         self.child = child
-        started = trio.current_time()
+        started = self.started_at = trio.current_time()
         self.log.info("service_starting", pid=child.pid, command=list(svc.command))
         pumped = trio.Event()
 
@@ -306,10 +309,12 @@ class ServiceRunner:
                 nursery.cancel_scope.cancel()
         finally:
             self.child = None
+            self.started_at = None
             if notify is not None:
                 notify.close()
             output.close()
             self._drop_cgroup()
+            self.last_oom = self._oom_this_run > 0
         return status, trio.current_time() - started
 
     # -- cgroups --------------------------------------------------------------

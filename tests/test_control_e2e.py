@@ -1,0 +1,282 @@
+"""The control socket, the CLI client and the health endpoint against a real tinit as PID 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.nsrun import ROOT, Tinit, tinit_argv, wait_for
+from tests.svcrun import finish, start, write_config
+
+pytestmark = pytest.mark.timeout(120)
+
+HTTP_PORT = 18791
+
+
+def cli(tinit: Tinit, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        tinit_argv(*args),
+        env=tinit.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def status(tinit: Tinit, *names: str) -> dict[str, dict[str, Any]]:
+    done = cli(tinit, "status", "--json", *names)
+    assert done.returncode in (0, 1), done.stderr
+    return {s["name"]: s for s in json.loads(done.stdout)}
+
+
+def up(tinit: Tinit, *names: str) -> bool:
+    try:
+        services = status(tinit)
+    except (json.JSONDecodeError, AssertionError):
+        return False
+    return all(services.get(n, {}).get("ready") for n in names)
+
+
+STACK = f"""
+version: 1
+settings: {{health_listen: "127.0.0.1:{HTTP_PORT}"}}
+services:
+  web:
+    command: [PYTHON, -u, -c, "import signal, sys, time; signal.signal(signal.SIGUSR1, lambda *a: print('got usr1', flush=True)); print('web up', flush=True); time.sleep(600)"]
+  worker:
+    command: "sh -c 'echo worker up; exec sleep 600'"
+    depends_on: [web]
+  setup:
+    command: "sh -c 'echo set up'"
+    oneshot: true
+"""
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Tinit:
+    tinit = start(write_config(tmp_path, STACK))
+    assert wait_for(lambda: up(tinit, "web", "worker", "setup"), timeout=30)
+    return tinit
+
+
+def test_every_command_round_trip(stack: Tinit, tmp_path: Path) -> None:
+    services = status(stack)
+    assert set(services) == {"web", "worker", "setup"}
+    web_pid = services["web"]["pid"]
+    assert services["web"]["state"] == "running"
+    assert services["setup"]["completed"]
+    table = cli(stack, "status")
+    assert table.returncode == 0  # all running and ready (the oneshot completed)
+    assert "web" in table.stdout
+    assert "running" in table.stdout
+
+    assert cli(stack, "signal", "SIGUSR1", "web").returncode == 0
+    assert wait_for(lambda: "got usr1" in cli(stack, "logs", "web").stdout)
+
+    assert cli(stack, "stop", "worker").returncode == 0
+    assert status(stack)["worker"]["state"] == "stopped"
+    assert cli(stack, "status").returncode == 1  # not everything is up now
+    assert cli(stack, "status", "web").returncode == 0  # but web is
+    assert cli(stack, "start", "worker").returncode == 0
+    assert wait_for(lambda: up(stack, "worker"))
+
+    assert cli(stack, "restart", "web").returncode == 0
+    assert wait_for(lambda: up(stack, "web"))
+    assert status(stack)["web"]["pid"] != web_pid
+    assert status(stack)["web"]["restarts"] == 0  # an operator's restart is not a failure
+
+    logs = cli(stack, "logs", "-n", "1", "web")
+    assert logs.returncode == 0
+    assert logs.stdout.strip().endswith("web up")
+    assert len(logs.stdout.strip().splitlines()) == 1
+
+    unknown = cli(stack, "stop", "nope")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == "tinit: unknown service 'nope'"
+
+    stack.signal(signal.SIGTERM)
+    assert finish(stack).code == 0
+
+
+def test_logs_follow_sees_new_lines(tmp_path: Path) -> None:
+    tinit = start(
+        write_config(
+            tmp_path,
+            """
+            version: 1
+            services:
+              ticker: {command: "sh -c 'i=0; while true; do i=$$((i+1)); echo tick $$i; sleep 0.1; done'"}
+            """,
+        )
+    )
+    assert wait_for(lambda: "tick 3" in cli(tinit, "logs", "ticker").stdout)
+    follower = subprocess.Popen(
+        tinit_argv("logs", "-f", "-n", "0", "ticker"),
+        env=tinit.env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        first = follower.stdout.readline()
+        second = follower.stdout.readline()
+        assert "tick" in first
+        assert "tick" in second
+        n1, n2 = int(first.split()[-1]), int(second.split()[-1])
+        assert n2 == n1 + 1  # new lines, in order, none lost
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(timeout=10)
+    tinit.signal(signal.SIGTERM)
+    finish(tinit)
+
+
+def test_reload_through_the_cli(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "version: 1\nservices:\n  a: {command: 'sleep 600'}\n")
+    tinit = start(config)
+    assert wait_for(lambda: up(tinit, "a"))
+    pid = status(tinit)["a"]["pid"]
+    config.write_text(
+        "version: 1\nservices:\n  a: {command: 'sleep 600'}\n  b: {command: 'sleep 600'}\n"
+    )
+    done = cli(tinit, "reload")
+    assert done.returncode == 0, done.stderr
+    assert wait_for(lambda: up(tinit, "a", "b"))
+    assert status(tinit)["a"]["pid"] == pid
+    config.write_text("version: 1\nservices:\n  a: {command: 'sleep 600', restart: nope}\n")
+    bad = cli(tinit, "reload")
+    assert bad.returncode == 1
+    assert f"{config}:3:38: services.a.restart: unknown value 'nope'" in bad.stderr
+    assert set(status(tinit)) == {"a", "b"}  # nothing changed
+    tinit.signal(signal.SIGTERM)
+    assert finish(tinit).code == 0
+
+
+def test_socket_is_0600_and_other_users_are_refused(stack: Tinit) -> None:
+    path = stack.env["TINIT_CONTROL_SOCKET"]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    os.chmod(os.path.dirname(path), 0o755)  # let the other user reach the socket file
+    os.chmod(path, 0o666)  # ...and connect: SO_PEERCRED must still refuse it
+    other = subprocess.run(
+        [
+            "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+            "/usr/bin/python3", "-c",
+            "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]);"
+            " s.sendall(b'{\"v\": 1, \"cmd\": \"stop\", \"names\": [\"web\"]}\\n');"
+            " print(s.recv(4096).decode())",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert "permission denied" in other.stdout, other
+    assert status(stack)["web"]["state"] == "running"
+    stack.signal(signal.SIGTERM)
+    finish(stack)
+
+
+def test_junk_and_crowds_leave_tinit_responsive_and_services_untouched(stack: Tinit) -> None:
+    path = stack.env["TINIT_CONTROL_SOCKET"]
+    before = {n: s["pid"] for n, s in status(stack).items()}
+    junk = [b"not json\n", b"{}\n", b'{"v": 2, "cmd": "stop"}\n', b'{"v": 1, "cmd": "explode"}\n',
+            b'{"v": 1, "cmd": "stop", "names": "web"}\n', b"\xff\xfe\n", b"x" * 70000 + b"\n"]  # fmt: skip
+
+    def send_junk(i: int) -> None:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(path)
+            try:
+                s.sendall(junk[i % len(junk)])
+                s.recv(4096)
+            except OSError:
+                pass  # an oversized request may just be cut off
+
+    def ask_status(_: int) -> bool:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(30)
+            s.connect(path)
+            s.sendall(b'{"v": 1, "cmd": "status"}\n')
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+            return bool(json.loads(reply)["ok"])
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(send_junk, range(1000)))
+    with ThreadPoolExecutor(max_workers=200) as pool:
+        answers = list(pool.map(ask_status, range(200)))
+    assert all(answers)
+    after = {n: s["pid"] for n, s in status(stack).items()}
+    assert after == before
+    stack.signal(signal.SIGTERM)
+    assert finish(stack).code == 0
+
+
+def _get(path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_health_endpoints_follow_service_state(stack: Tinit) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert _get("/healthz")[0] == 200
+    assert _get("/readyz")[0] == 200
+    code, body = _get("/metrics")
+    assert code == 200
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    up_samples = {s.labels["service"]: s.value for s in families["tinit_service_up"].samples}
+    assert up_samples == {"web": 1.0, "worker": 1.0, "setup": 0.0}
+    assert "tinit_orphans_reaped" in families
+    assert "tinit_uptime_seconds" in families
+    exits = [s for s in families["tinit_service_exits"].samples if s.name.endswith("_total")]
+    assert {(s.labels["service"], s.labels["code"]) for s in exits} == {("setup", "0")}
+
+    assert cli(stack, "stop", "worker").returncode == 0
+    assert _get("/readyz")[0] == 503
+    assert _get("/healthz")[0] == 200  # alive: nothing critical failed
+    stack.signal(signal.SIGTERM)
+    finish(stack)
+
+
+def test_no_tinit_listening_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    done = subprocess.run(
+        tinit_argv("status", "--control-socket", str(tmp_path / "none.sock")),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"tinit: no tinit is listening on {tmp_path / 'none.sock'}")
+
+
+def test_status_round_trip_is_quick_enough_to_poll(stack: Tinit) -> None:
+    """Not a benchmark: shows the client never waits on anything slow (e.g. a timeout)."""
+    began = time.monotonic()
+    assert cli(stack, "status").returncode == 0
+    assert time.monotonic() - began < 5
+    stack.signal(signal.SIGTERM)
+    finish(stack)

@@ -1,0 +1,453 @@
+"""The client commands: ``status``, ``start``, ``stop``, ``restart``, ``signal``,
+``reload`` and ``logs`` talk to the running tinit over its control socket (SPEC §1, §9).
+
+This module must stay quick to import: ``tinit status`` is a health probe, run
+every few seconds, and importing trio alone costs more than the whole round
+trip may. So it uses blocking ``socket`` and ``json`` only, and it never
+imports trio (tests check that). The server side is `tinit.control`.
+
+The protocol is one JSON object per line both ways. A request is
+``{"v": 1, "cmd": ..., ...}``; a reply is ``{"v": 1, "ok": true, "result": ...}``
+or ``{"v": 1, "ok": false, "error": "one sentence"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from .errors import ControlError, UsageError
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+
+PROTOCOL_VERSION: Final = 1
+DEFAULT_CONTROL_SOCKET: Final = "/run/tinit/control.sock"
+#: the largest request the server reads; longer ones close the connection
+MAX_REQUEST: Final = 64 * 1024
+#: how long a client command waits for its reply by default (stop may take a while)
+DEFAULT_TIMEOUT: Final = 30.0
+_MAX_REPLY: Final = 256 * 1024 * 1024  # a reply longer than this is not from tinit
+
+COMMANDS: Final = ("status", "start", "stop", "restart", "signal", "reload", "logs")
+
+
+def socket_path(arg: str | None) -> str:
+    """``--control-socket``, else ``$TINIT_CONTROL_SOCKET``, else the default path."""
+    return arg or os.environ.get("TINIT_CONTROL_SOCKET") or DEFAULT_CONTROL_SOCKET
+
+
+def parse_signal(text: str) -> int:
+    """The number of the signal named ``text``: ``SIGHUP``, ``hup``, ``SIGRTMIN+3`` or ``1``.
+
+    Raises ValueError with a sentence for anything else.
+    """
+    raw = text.strip()
+    if raw.isdigit():
+        number = int(raw)
+        if 1 <= number < signal.NSIG:
+            return number
+        raise ValueError(f"signal number {number} is out of range (1-{signal.NSIG - 1})")
+    name = raw.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    for base in ("SIGRTMIN", "SIGRTMAX"):
+        if name == base or name.startswith(base + "+") or name.startswith(base + "-"):
+            offset = name[len(base) :] or "+0"
+            if offset[1:].isdigit():
+                start = signal.SIGRTMIN if base == "SIGRTMIN" else signal.SIGRTMAX
+                number = start + int(offset)
+                if signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+                    return number
+            raise ValueError(f"{text!r} is not a real-time signal this system has")
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise ValueError(
+            f"unknown signal {text!r} (give a name like SIGHUP or HUP, or a number)"
+        ) from None
+
+
+# -- the wire ---------------------------------------------------------------------
+
+
+class Connection:
+    """One open connection to the control socket; `request` is the one-shot form."""
+
+    def __init__(self, path: str, timeout: float | None) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._buffer = b""
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self._sock.settimeout(timeout)
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._connect()
+        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+            self.close()
+            raise ControlError(
+                f"no tinit is listening on {path} (is it running? is the path right: "
+                "--control-socket or TINIT_CONTROL_SOCKET)"
+            ) from None
+        except PermissionError:
+            self.close()
+            raise ControlError(
+                f"permission denied connecting to {path}: run as root or as the user tinit runs as"
+            ) from None
+        except TimeoutError:
+            self.close()
+            raise self._timed_out() from None
+        except OSError as exc:
+            self.close()
+            raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+
+    def _connect(self) -> None:
+        # A full backlog makes connect() on a non-blocking AF_UNIX socket fail
+        # with EAGAIN (it never says EINPROGRESS): wait a little and try again.
+        pause = 0.001
+        while True:
+            try:
+                self._sock.connect(self.path)
+                return
+            except BlockingIOError:
+                if self._deadline is not None and time.monotonic() + pause > self._deadline:
+                    raise TimeoutError from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_forever(self) -> None:
+        """From now on, wait for messages without a time limit (``logs -f``)."""
+        self._deadline = None
+        self._sock.settimeout(None)
+
+    def _timed_out(self) -> ControlError:
+        return ControlError(
+            f"tinit on {self.path} did not answer within {self.timeout:g}s "
+            "(give more time with --timeout)"
+        )
+
+    def send(self, payload: dict[str, Any]) -> None:
+        data = json.dumps({"v": PROTOCOL_VERSION, **payload}, separators=(",", ":")) + "\n"
+        try:
+            self._sock.sendall(data.encode())
+        except TimeoutError:
+            raise self._timed_out() from None
+        except OSError as exc:
+            raise ControlError(f"lost the connection to tinit on {self.path}: {exc}") from None
+
+    def receive(self) -> dict[str, Any] | None:
+        """The next message from tinit, or None when tinit closed the connection."""
+        while b"\n" not in self._buffer:
+            if self._deadline is not None:
+                self._sock.settimeout(max(self._deadline - time.monotonic(), 0.001))
+            try:
+                chunk = self._sock.recv(256 * 1024)
+            except TimeoutError:
+                raise self._timed_out() from None
+            except OSError as exc:
+                raise ControlError(f"lost the connection to tinit on {self.path}: {exc}") from None
+            if not chunk:
+                if self._buffer:
+                    raise ControlError(f"tinit on {self.path} closed the connection mid-reply")
+                return None
+            self._buffer += chunk
+            if len(self._buffer) > _MAX_REPLY:
+                raise ControlError(f"the reply from {self.path} is too long to be from tinit")
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            raise ControlError(f"{self.path} answered something that is not tinit's JSON") from None
+        if not isinstance(message, dict) or not isinstance(message.get("ok"), bool):
+            raise ControlError(f"{self.path} answered something that is not tinit's JSON")
+        if message.get("v") != PROTOCOL_VERSION:
+            raise ControlError(
+                f"tinit on {self.path} speaks protocol version {message.get('v')!r}, "
+                f"this client {PROTOCOL_VERSION}: use the tinit of the same image"
+            )
+        return message
+
+    def call(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and return its reply (``ok`` true or false)."""
+        self.send(payload)
+        reply = self.receive()
+        if reply is None:
+            raise ControlError(f"tinit on {self.path} closed the connection without a reply")
+        return reply
+
+
+def request(
+    path: str, payload: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT
+) -> dict[str, Any]:
+    """Send one request to the tinit at ``path``; return its reply, ``ok`` true or false.
+
+    ``"v"`` is added. Raises ControlError when no tinit listens there, the
+    connection fails, or no reply comes within ``timeout`` seconds.
+    """
+    with Connection(path, timeout) as conn:
+        return conn.call(payload)
+
+
+def _result(reply: dict[str, Any]) -> Any:
+    if not reply["ok"]:
+        raise ControlError(str(reply.get("error") or "tinit refused the request"))
+    return reply.get("result")
+
+
+# -- the command line -------------------------------------------------------------
+
+
+def _timeout(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of lines, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more lines, got {value}")
+    return value
+
+
+def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add the client subcommands to ``tinit``'s subparsers."""
+
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text)
+        parser.add_argument(
+            "--control-socket",
+            metavar="PATH",
+            help=f"the running tinit's socket (default: $TINIT_CONTROL_SOCKET, "
+            f"else {DEFAULT_CONTROL_SOCKET})",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=_timeout,
+            default=DEFAULT_TIMEOUT,
+            metavar="SECONDS",
+            help=f"how long to wait for tinit's answer (default {DEFAULT_TIMEOUT:g})",
+        )
+        return parser
+
+    status = add(
+        "status", "show the services of the running tinit; exit 0 if all are running and ready"
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument("names", nargs="*", metavar="NAME")
+    for verb in ("start", "stop", "restart"):
+        add(verb, f"{verb} services of the running tinit").add_argument(
+            "names", nargs="+", metavar="NAME"
+        )
+    sig = add("signal", "send a signal to services' process groups")
+    sig.add_argument("signal", metavar="SIGNAL")
+    sig.add_argument("names", nargs="+", metavar="NAME")
+    add("reload", "re-read the config file and apply the difference (as SIGHUP)")
+    logs = add("logs", "print recent output of services, kept in memory by tinit")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("-n", "--lines", type=_count, metavar="N", help="only the last N lines")
+    logs.add_argument("names", nargs="*", metavar="NAME")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the client subcommand ``args.command``; return the exit code.
+
+    Errors (no tinit, refused, unknown service, timeout) raise ControlError,
+    a bad signal name UsageError; the caller prints them.
+    """
+    path = socket_path(args.control_socket)
+    timeout: float = args.timeout
+    names: list[str] = list(getattr(args, "names", []))
+    command: str = args.command
+    if command == "status":
+        services = _result(request(path, {"cmd": "status", "names": names}, timeout))
+        if args.json:
+            print(json.dumps(services, indent=2))
+        else:
+            print(format_status(services), end="")
+        return 0 if all(_healthy(s) for s in services) else 1
+    if command in ("start", "stop", "restart"):
+        _result(request(path, {"cmd": command, "names": names}, timeout))
+        return 0
+    if command == "signal":
+        try:
+            signum = parse_signal(args.signal)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        try:
+            sig = signal.Signals(signum).name
+        except ValueError:
+            sig = str(signum)  # a real-time signal: its number says it exactly
+        _result(request(path, {"cmd": "signal", "signal": sig, "names": names}, timeout))
+        return 0
+    if command == "reload":
+        return _reload(path, timeout)
+    if command == "logs":
+        return _logs(path, names, args.lines, args.follow, timeout)
+    raise UsageError(f"unknown client command {command!r}")
+
+
+def _healthy(service: dict[str, Any]) -> bool:
+    """Running and ready, or a oneshot that completed (the supervisor says ``completed``)."""
+    if service.get("completed"):
+        return True
+    return service.get("state") == "running" and service.get("ready") is True
+
+
+def _reload(path: str, timeout: float) -> int:
+    reply = request(path, {"cmd": "reload"}, timeout)
+    if not reply["ok"]:
+        problems = reply.get("problems")
+        if isinstance(problems, list) and problems:
+            for problem in problems:
+                print(f"tinit: {problem}", file=sys.stderr)
+        raise ControlError(str(reply.get("error") or "tinit refused to reload"))
+    diff = reply.get("result") or {}
+    shown = False
+    for key in ("added", "removed", "changed"):
+        names = diff.get(key) or []
+        if names:
+            print(f"{key}: {', '.join(names)}")
+            shown = True
+    if not shown:
+        print("nothing changed")
+    return 0
+
+
+def _logs(path: str, names: Sequence[str], n: int | None, follow: bool, timeout: float) -> int:
+    payload: dict[str, Any] = {"cmd": "logs", "names": list(names), "follow": follow}
+    if n is not None:
+        payload["n"] = n
+    try:
+        with Connection(path, timeout) as conn:
+            result = _result(conn.call(payload))
+            width = max((len(s) for s in result.get("services", ())), default=0)
+            for record in result.get("lines", ()):
+                _print_line(record, width)
+            if not follow:
+                return 0
+            sys.stdout.flush()
+            conn.wait_forever()  # following has no end but the user's Ctrl-C
+            while (message := conn.receive()) is not None:
+                _print_line(_result(message), width)
+                sys.stdout.flush()
+            return 0  # tinit ended
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        # The reader (say `| head`) is gone: quietly stop, and keep Python's
+        # flush at exit from complaining about the same pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
+
+
+def _print_line(record: dict[str, Any], width: int) -> None:
+    out = sys.stderr if record.get("stream") == "stderr" else sys.stdout
+    print(f"{record.get('service', '?'):<{width}} | {record.get('line', '')}", file=out)
+
+
+# -- the status table ---------------------------------------------------------------
+
+_COLUMNS: Final = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-EXIT", "READY", "MEMORY")
+
+
+def format_status(services: Sequence[dict[str, Any]]) -> str:
+    """The ``tinit status`` table, one row per service, columns padded."""
+    rows = [[*_COLUMNS, "PIDS"]]
+    for s in services:
+        rows.append(
+            [
+                str(s.get("name", "?")),
+                str(s.get("state", "?")),
+                _or_dash(s.get("pid")),
+                "-" if s.get("uptime") is None else format_duration(float(s["uptime"])),
+                str(s.get("restarts", 0)),
+                format_exit(s.get("last_exit")),
+                "yes" if s.get("ready") else "no",
+                "-" if s.get("memory") is None else format_bytes(int(s["memory"])),
+                _or_dash(s.get("pids")),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def format_duration(seconds: float) -> str:
+    """``45s``, ``3m12s``, ``2h05m``, ``3d04h``."""
+    total = max(int(seconds), 0)
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def format_bytes(n: int) -> str:
+    """``512B``, ``980.0K``, ``12.3M``, ``1.5G`` (powers of 1024)."""
+    if n < 1024:
+        return f"{n}B"
+    value = float(n)
+    for unit in "KMGTP":
+        value /= 1024
+        if value < 1024 or unit == "P":
+            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    raise AssertionError("unreachable")
+
+
+def format_exit(last: object) -> str:
+    """``-`` before any exit; ``OOM`` for an OOM kill; else the signal name or exit code."""
+    if not isinstance(last, dict):
+        return "-"
+    if last.get("oom"):
+        return "OOM"
+    sig = last.get("signal")
+    if isinstance(sig, int) and not isinstance(sig, bool):
+        try:
+            return signal.Signals(sig).name
+        except ValueError:
+            return f"signal {sig}"
+    if sig:
+        return str(sig)
+    code = last.get("exit_code")
+    return "-" if code is None else str(code)

@@ -1,0 +1,543 @@
+"""The control socket: the server side of ``tinit status``, ``start``, ... (SPEC §9).
+
+`serve_control` runs inside tinit's one trio thread, next to the services, so
+nothing a client does may stall it or them: every read has a deadline, a
+request is at most `MAX_REQUEST` bytes, a reply that the client does not read
+is dropped after the same deadline, and one connection's trouble ends that
+connection only. Connections above `MAX_CONNECTIONS` are turned away rather
+than let tinit run out of descriptors, which its services need.
+
+The supervisor is reached through `ControlTarget`, a narrow protocol, so the
+server can be tested against a fake. The wire format is described in
+`tinit.client`, which holds the constants both sides share (it does not
+import trio, so importing it here costs nothing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import math
+import os
+import socket
+import stat
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol
+
+import trio
+
+from . import __version__
+from .client import MAX_REQUEST, PROTOCOL_VERSION, parse_signal
+from .errors import ConfigError, ControlError, TinitError
+from .state import signal_name
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping, Sequence
+
+    from .logs import Log
+
+__all__ = [
+    "IDLE_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "MAX_REQUEST",
+    "ControlTarget",
+    "Metrics",
+    "ServiceMetrics",
+    "serve_control",
+]
+
+#: seconds a client may take to send one request, or to take one reply
+IDLE_TIMEOUT: Final = 10.0
+#: open connections served at once; more are answered with an error and closed
+MAX_CONNECTIONS: Final = 256
+
+_RECEIVE_SIZE: Final = 16 * 1024
+_UCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_FIELDS: Final = frozenset({"v", "cmd", "names", "signal", "n", "follow"})
+_ACTIONS: Final = frozenset({"start", "stop", "restart", "signal", "reload"})
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceMetrics:
+    """The counters and gauges of one service, for ``GET /metrics``."""
+
+    name: str
+    up: bool
+    ready: bool
+    restarts_total: int
+    #: exits by code: ``"0"``, ``"1"``, ... or the signal name (``"SIGKILL"``)
+    exits_total: Mapping[str, int] = field(default_factory=dict)
+    oom_kills_total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """What tinit reports on ``GET /metrics``."""
+
+    services: Sequence[ServiceMetrics]
+    orphans_reaped_total: int
+    uptime_seconds: float
+
+
+class ControlTarget(Protocol):
+    """What the control socket and the health endpoint need from the supervisor."""
+
+    def status(self, names: Sequence[str]) -> list[dict[str, Any]]:
+        """One dict per service named (every service when ``names`` is empty).
+
+        Keys: ``name``, ``state`` (a `State` value), ``pid`` (int or None),
+        ``uptime`` (seconds or None), ``restarts``, ``last_exit``
+        (``{"exit_code", "signal"}`` or None; ``"oom": true`` marks an OOM
+        kill), ``ready`` (bool), ``memory`` (bytes or None), ``pids`` (int or
+        None), ``oom_kills``; optionally ``completed`` (a oneshot that finished
+        with success: counts as healthy for ``tinit status``). Raises
+        KeyError(name) for an unknown service.
+        """
+        ...
+
+    async def start(self, names: Sequence[str]) -> None: ...
+
+    async def stop(self, names: Sequence[str]) -> None:
+        """Return once every service named is stopped."""
+        ...
+
+    async def restart(self, names: Sequence[str]) -> None: ...
+
+    def send_signal(self, signum: int, names: Sequence[str]) -> None: ...
+
+    async def reload(self) -> dict[str, list[str]]:
+        """Re-read the config; ``{"added", "removed", "changed", "unchanged"}`` name lists.
+
+        Raises ConfigError, changing nothing, when the new file is invalid.
+        """
+        ...
+
+    def logs(self, names: Sequence[str], n: int | None) -> list[tuple[float, str, str, str]]:
+        """The last ``n`` lines kept (all without ``n``), oldest first.
+
+        Each is (ts, service, stream, line).
+        """
+        ...
+
+    def follow(self, names: Sequence[str]) -> AsyncIterator[tuple[float, str, str, str]]:
+        """Lines added from now on, as they arrive, until cancelled.
+
+        "Now" is best taken when ``follow`` is called, not at the first
+        iteration: the server calls ``follow`` and then `logs`, without a
+        checkpoint between, and only then starts iterating.
+        """
+        ...
+
+    def metrics(self) -> Metrics: ...
+
+    def health(self) -> tuple[bool, bool]:
+        """(alive: no critical service failed, ready: every service running and ready)."""
+        ...
+
+
+class _BadRequest(Exception):
+    """A request the server refuses; its message is the error sentence."""
+
+
+async def serve_control(
+    path: str,
+    target: ControlTarget,
+    log: Log,
+    *,
+    idle_timeout: float = IDLE_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve the control socket at ``path`` until cancelled; the socket file goes with it.
+
+    Startup failures (the directory cannot be made, another tinit answers on
+    ``path``, ``path`` is not a socket) raise ControlError before
+    ``task_status.started()``.
+    """
+    sock, ident = await _bind(path)
+    try:
+        sock.listen(max(max_connections, 128))  # room for a burst of probes
+        server = _Server(target, log, idle_timeout, max_connections)
+        log.info("control_listening", path=path)
+        task_status.started()
+        await trio.serve_listeners(server.handle, [trio.SocketListener(sock)])
+    finally:
+        sock.close()
+        with contextlib.suppress(OSError):
+            now = os.stat(path)
+            if (now.st_dev, now.st_ino) == ident:
+                os.unlink(path)  # only our own: a successor may have bound it since
+
+
+async def _bind(path: str) -> tuple[trio.socket.SocketType, tuple[int, int]]:
+    """A socket bound to ``path``, mode 0600, and the (st_dev, st_ino) of its file."""
+    try:
+        _make_directory(os.path.dirname(path) or ".")
+        await _remove_stale(path)
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise _cannot_make(path, exc) from None
+    try:
+        await sock.bind(path)
+        # Before listen(): until then a connect is refused, so no client ever
+        # reaches the socket with the umask's mode.
+        os.chmod(path, 0o600)
+        st = os.stat(path)
+    except OSError as exc:
+        sock.close()
+        raise _cannot_make(path, exc) from None
+    return sock, (st.st_dev, st.st_ino)
+
+
+def _make_directory(directory: str) -> None:
+    """Make the socket's directory 0700 if missing; an existing one is left as it is."""
+    if os.path.isdir(directory):
+        return
+    os.makedirs(os.path.dirname(directory) or ".", exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
+        os.chmod(directory, 0o700)  # whatever the umask took away
+
+
+def _cannot_make(path: str, exc: OSError) -> ControlError:
+    return ControlError(f"cannot make the control socket {path}: {exc.strerror or exc}")
+
+
+async def _remove_stale(path: str) -> None:
+    """Unlink ``path`` if it is a socket nobody answers on (left by a crashed tinit)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ControlError(
+            f"{path} exists and is not a socket: remove it or choose another --control-socket"
+        )
+    probe = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with probe:
+        try:
+            with trio.fail_after(1.0):
+                await probe.connect(path)
+        except ConnectionRefusedError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        except FileNotFoundError:
+            return
+        except (trio.TooSlowError, OSError):
+            pass  # a full backlog or something stranger: somebody is there
+    raise ControlError(
+        f"another tinit is already listening on {path}: "
+        "stop it or give this one another --control-socket"
+    )
+
+
+class _Server:
+    def __init__(
+        self, target: ControlTarget, log: Log, idle_timeout: float, max_connections: int
+    ) -> None:
+        self.target = target
+        self.log = log
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.active = 0
+        self._capacity_warned = -math.inf
+
+    def over_capacity(self) -> None:
+        """Log a connection turned away: a warning at most every 10 s, or a flood would follow."""
+        now = trio.current_time()
+        fields = {"reason": "too many connections", "limit": self.max_connections}
+        if now - self._capacity_warned >= 10:
+            self._capacity_warned = now
+            self.log.warning("control_request_rejected", **fields)
+        else:
+            self.log.debug("control_request_rejected", **fields)
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one connection; never raises (serve_listeners would end the server)."""
+        self.active += 1
+        try:
+            await _Connection(stream, self).serve()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            pass  # the client went away or stopped reading: its loss alone
+        except* Exception as group:
+            for exc in group.exceptions:
+                self.log.error("control_connection_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.active -= 1
+
+
+class _Connection:
+    def __init__(self, stream: trio.SocketStream, server: _Server) -> None:
+        self.stream = stream
+        self.server = server
+        self.target = server.target
+        self.log = server.log
+        self.buffer = bytearray()
+        self.pid = self.uid = -1
+        self.warned = False  # one warning per connection: a bad client can't flood the log
+
+    async def serve(self) -> None:
+        if self.server.active > self.server.max_connections:
+            self.server.over_capacity()
+            await self.send_error("tinit is serving too many control connections; try again")
+            await self.linger(0.1)  # short: these are the connections over the limit
+            return
+        if not self.peer_allowed():
+            await self.send_error(f"permission denied: uid {self.uid} may not control tinit")
+            await self.linger()
+            return
+        while True:
+            line = await self.read_line()
+            if line is None:
+                return
+            await self.answer(line)
+
+    def peer_allowed(self) -> bool:
+        try:
+            raw = self.stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+            self.pid, self.uid, _gid = _UCRED.unpack(raw)
+        except (OSError, struct.error) as exc:
+            self.reject(f"cannot read the peer's credentials: {exc}")
+            return False
+        if self.uid in (0, os.getuid()):
+            return True
+        self.reject("permission denied")
+        return False
+
+    def reject(self, reason: str) -> None:
+        report = self.log.debug if self.warned else self.log.warning
+        self.warned = True
+        report("control_request_rejected", reason=reason, peer_pid=self.pid, peer_uid=self.uid)
+
+    async def read_line(self) -> bytes | None:
+        """The next request line; None at EOF, after the deadline, or when it is too long."""
+        with trio.move_on_after(self.server.idle_timeout):
+            while True:
+                end = self.buffer.find(b"\n")
+                if end > MAX_REQUEST or (end < 0 and len(self.buffer) > MAX_REQUEST):
+                    self.reject("request too large")
+                    await self.send_error(f"request too large (the limit is {MAX_REQUEST} bytes)")
+                    await self.linger()
+                    return None
+                if end >= 0:
+                    line = bytes(self.buffer[:end])
+                    del self.buffer[: end + 1]
+                    return line
+                chunk = await self.stream.receive_some(_RECEIVE_SIZE)
+                if not chunk:
+                    if self.buffer.strip():
+                        self.reject("request not ended by a newline")
+                    return None
+                self.buffer += chunk
+        if self.buffer:
+            self.reject("request not finished in time")
+        return None
+
+    async def answer(self, line: bytes) -> None:
+        try:
+            request = _parse(line)
+        except _BadRequest as exc:
+            self.reject(str(exc))
+            await self.send_error(str(exc))
+            return
+        cmd = request["cmd"]
+        if cmd in _ACTIONS:
+            extra = {"signal": signal_name(request["signal"])} if cmd == "signal" else {}
+            self.log.info(
+                "control_command",
+                cmd=cmd,
+                services=request["names"],
+                **extra,
+                peer_pid=self.pid,
+                peer_uid=self.uid,
+            )
+        else:
+            self.log.debug("control_request", cmd=cmd, peer_pid=self.pid, peer_uid=self.uid)
+        updates: AsyncIterator[tuple[float, str, str, str]] | None = None
+        try:
+            if cmd == "logs" and request["follow"]:
+                updates, result = self.start_following(request)
+            else:
+                result = await self.run(request)
+        except _BadRequest as exc:
+            self.reject(str(exc))
+            await self.send_error(str(exc))
+        except KeyError as exc:
+            name = exc.args[0] if exc.args else "?"
+            await self.send_error(f"unknown service {name!r}")
+        except ConfigError as exc:
+            await self.send(
+                {
+                    "v": PROTOCOL_VERSION,
+                    "ok": False,
+                    "error": "the new config is invalid; nothing was changed",
+                    "problems": [str(p) for p in exc.problems],
+                }
+            )
+        except TinitError as exc:
+            await self.send_error(str(exc))
+        except Exception as exc:
+            self.log.error("control_command_failed", cmd=cmd, error=f"{type(exc).__name__}: {exc}")
+            await self.send_error(f"internal error in tinit: {type(exc).__name__}: {exc}")
+        else:
+            if updates is None:
+                await self.send({"v": PROTOCOL_VERSION, "ok": True, "result": result})
+            else:
+                await self.follow(updates, result)
+
+    async def run(self, request: dict[str, Any]) -> Any:
+        cmd: str = request["cmd"]
+        names: list[str] = request["names"]
+        target = self.target
+        if cmd == "ping":
+            return {"pid": os.getpid(), "version": __version__}
+        if cmd == "reload":
+            return await target.reload()
+        services = target.status(names)  # KeyError for an unknown name, before any action
+        if cmd == "status":
+            return services
+        if cmd == "logs":
+            return {
+                "services": _names(services),
+                "lines": _records(target.logs(names, request["n"])),
+            }
+        if not names:
+            raise _BadRequest(f"{cmd} needs at least one service name")
+        if cmd == "signal":
+            target.send_signal(request["signal"], names)
+        elif cmd == "start":
+            await target.start(names)
+        elif cmd == "stop":
+            await target.stop(names)
+        else:
+            await target.restart(names)
+        return None
+
+    def start_following(
+        self, request: dict[str, Any]
+    ) -> tuple[AsyncIterator[tuple[float, str, str, str]], dict[str, Any]]:
+        """For ``logs -f``: the iterator of new lines, and the first reply (the kept lines)."""
+        names: list[str] = request["names"]
+        services = self.target.status(names)
+        # follow() before logs(), with no checkpoint between: a follower that
+        # takes its starting point when called neither misses nor repeats a line.
+        updates = self.target.follow(names)
+        lines = self.target.logs(names, request["n"])
+        return updates, {"services": _names(services), "lines": _records(lines)}
+
+    async def follow(
+        self, updates: AsyncIterator[tuple[float, str, str, str]], first: dict[str, Any]
+    ) -> None:
+        """Send ``first``, then one message per new line, until the client closes."""
+        try:
+            await self.send({"v": PROTOCOL_VERSION, "ok": True, "result": first})
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.wait_closed, nursery.cancel_scope)
+                async for record in updates:
+                    message = {"v": PROTOCOL_VERSION, "ok": True, "result": _records([record])[0]}
+                    await self.send(message)
+        finally:
+            aclose = getattr(updates, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await aclose()
+
+    async def wait_closed(self, scope: trio.CancelScope) -> None:
+        """While following: discard what the client sends; at its EOF, end the stream."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while await self.stream.receive_some(_RECEIVE_SIZE):
+                pass
+        scope.cancel()
+
+    async def linger(self, seconds: float = 1.0) -> None:
+        """Before closing on a client that is still sending: take what it sends, a little while.
+
+        Closing with unread bytes resets the connection, and the reset can
+        destroy the error reply before the client reads it.
+        """
+        with trio.move_on_after(seconds), contextlib.suppress(trio.BrokenResourceError):
+            await self.stream.send_eof()
+            received = 0
+            while received < 4 * MAX_REQUEST:
+                chunk = await self.stream.receive_some(_RECEIVE_SIZE)
+                if not chunk:
+                    break
+                received += len(chunk)
+
+    async def send_error(self, message: str) -> None:
+        await self.send({"v": PROTOCOL_VERSION, "ok": False, "error": message})
+
+    async def send(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=_jsonable)
+        with trio.fail_after(self.server.idle_timeout):
+            await self.stream.send_all(text.encode("utf-8", "replace") + b"\n")
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    """Check one request line; return it with every field present and typed."""
+    try:
+        request = json.loads(line)
+    except (ValueError, RecursionError):
+        raise _BadRequest("the request is not valid JSON") from None
+    if not isinstance(request, dict):
+        raise _BadRequest("the request must be a JSON object")
+    v = request.get("v")
+    if v != PROTOCOL_VERSION or isinstance(v, bool):
+        raise _BadRequest(
+            f"unsupported protocol version {v!r} (this tinit speaks {PROTOCOL_VERSION})"
+        )
+    unknown = sorted(set(request) - _FIELDS)
+    if unknown:
+        raise _BadRequest(f"unknown field {unknown[0]!r} in the request")
+    cmd = request.get("cmd")
+    if cmd not in ("status", "start", "stop", "restart", "signal", "reload", "logs", "ping"):
+        raise _BadRequest(f"unknown command {cmd!r}")
+    names = request.get("names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise _BadRequest("names must be a list of service names")
+    if names and cmd in ("reload", "ping"):
+        raise _BadRequest(f"{cmd} takes no service names")
+    request["names"] = list(dict.fromkeys(names))
+    if cmd == "signal":
+        raw = request.get("signal")
+        if not isinstance(raw, str):
+            raise _BadRequest('signal needs a signal name, like "SIGHUP"')
+        try:
+            request["signal"] = parse_signal(raw)
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
+    elif "signal" in request:
+        raise _BadRequest(f"{cmd} takes no signal")
+    n = request.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise _BadRequest("n must be a number of lines, 0 or more")
+    request["n"] = n
+    follow = request.get("follow", False)
+    if not isinstance(follow, bool):
+        raise _BadRequest("follow must be true or false")
+    request["follow"] = follow
+    if cmd != "logs" and (n is not None or follow):
+        raise _BadRequest(f"{cmd} takes neither n nor follow")
+    return request
+
+
+def _names(services: list[dict[str, Any]]) -> list[str]:
+    return [str(s.get("name")) for s in services]
+
+
+def _records(lines: Sequence[tuple[float, str, str, str]]) -> list[dict[str, Any]]:
+    return [
+        {"ts": ts, "service": service, "stream": stream, "line": line}
+        for ts, service, stream, line in lines
+    ]
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
