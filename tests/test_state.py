@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tinit.state import Decision, ExitStatus, decide, signal_name
+from tinit.state import Decision, ExitStatus, decide, final_exit_code, signal_name
 
 OK = ExitStatus(code=0)
 FAIL = ExitStatus(code=3)
@@ -121,3 +121,38 @@ def test_success_with_always_resets_the_failure_count() -> None:
 def test_restart_never_reports_failure_without_giving_up() -> None:
     d = rule(policy="never", status=FAIL)
     assert (d.restart, d.failed, d.gave_up) == (False, True, False)
+
+
+def code(**overrides: Any) -> int:
+    args: dict[str, Any] = {
+        "critical": None,
+        "shutdown_requested": False,
+        "killed": False,
+        "first_failure": None,
+        "remap": {},
+    }
+    args.update(overrides)
+    return final_exit_code(**args)
+
+
+def test_exit_code_all_succeeded_is_0() -> None:
+    assert code() == 0
+
+
+def test_exit_code_first_failure_by_signal_is_128_plus_n() -> None:
+    assert code(first_failure=SEGV) == 139
+
+
+def test_exit_code_requested_shutdown_ignores_service_codes() -> None:
+    assert code(shutdown_requested=True, first_failure=FAIL) == 0
+    assert code(shutdown_requested=True, killed=True) == 137
+
+
+def test_exit_code_critical_wins_over_everything() -> None:
+    assert code(critical=FAIL, shutdown_requested=True, killed=True, first_failure=SEGV) == 3
+
+
+def test_exit_code_remap_applies_last() -> None:
+    assert code(shutdown_requested=True, killed=True, remap={137: 0}) == 0
+    assert code(critical=ExitStatus(signal=signal.SIGTERM), remap={143: 0}) == 0
+    assert code(first_failure=FAIL, remap={4: 0}) == 3

@@ -10,6 +10,10 @@ import enum
 import os
 import signal
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 def signal_name(signum: int) -> str:
@@ -125,3 +129,28 @@ def decide(
     delay = min(initial * factor**steps, max_delay)
     delay *= 1.0 + 0.2 * max(-1.0, min(1.0, jitter))
     return Decision(restart=True, delay=max(delay, 0.0), failed=failed, failures=failures)
+
+
+def final_exit_code(
+    *,
+    critical: ExitStatus | None,
+    shutdown_requested: bool,
+    killed: bool,
+    first_failure: ExitStatus | None,
+    remap: Mapping[int, int],
+) -> int:
+    """tinit's exit code in services mode (SPEC §2, §11), ``exit_code_remap`` applied last.
+
+    A critical service that ended for good decides it; else a requested
+    shutdown is 0, or 137 when something had to be SIGKILLed; else the first
+    failure (in time) of a service that ended by itself, or 0.
+    """
+    if critical is not None:
+        code = critical.shell_code
+    elif shutdown_requested:
+        code = 137 if killed else 0
+    elif first_failure is not None:
+        code = first_failure.shell_code
+    else:
+        code = 0
+    return remap.get(code, code)

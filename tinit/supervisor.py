@@ -25,7 +25,7 @@ from . import output, procs, signals, spawn
 from .output import Sink
 from .reaper import Reaper
 from .service import Context, ServiceRunner
-from .state import ExitStatus, signal_name
+from .state import ExitStatus, final_exit_code, signal_name
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -390,17 +390,13 @@ class Supervisor:
     # -- the exit code (SPEC §2, §11) ---------------------------------------------
 
     def _exit_code(self) -> int:
-        if self._critical is not None:
-            code = self._critical.shell_code
-        elif self._shutting_down:
-            killed = self._killed or any(r.killed for r in self.runners.values())
-            code = 137 if killed else 0
-        elif self._first_failure is not None:
-            code = self._first_failure.shell_code
-        else:
-            code = 0
-        return self.config.settings.exit_code_remap.get(code, code)
-
+        return final_exit_code(
+            critical=self._critical,
+            shutdown_requested=self._shutting_down,
+            killed=self._killed or any(r.killed for r in self.runners.values()),
+            first_failure=self._first_failure,
+            remap=self.config.settings.exit_code_remap,
+        )
 
 def _width(config: Config) -> int:
     """The prefix width: the longest service name."""
