@@ -320,12 +320,15 @@ class Cgroups:
 class ServiceCgroup:
     """One service's cgroup, ROOT/services/NAME."""
 
-    __slots__ = ("controllers", "name", "path")
+    __slots__ = ("_stat_fds", "controllers", "name", "path")
 
     def __init__(self, name: str, path: str, controllers: frozenset[str]) -> None:
         self.name = name
         self.path = path
         self.controllers = controllers
+        #: open fds of the gauges `stats` reads, kept so a status of many
+        #: services is a few pread calls, not hundreds of open/close pairs
+        self._stat_fds: dict[str, int] | None = None
 
     def __repr__(self) -> str:
         return f"<ServiceCgroup {self.path}>"
@@ -462,22 +465,40 @@ class ServiceCgroup:
         await trio.sleep_forever()
 
     def stats(self) -> dict[str, int]:
-        """``memory.current``, ``memory.peak``, ``pids.current``, ``cpu.usage_usec`` if present."""
+        """``memory.current``, ``memory.peak`` and ``pids.current``, where enabled."""
+        if self._stat_fds is None:
+            self._stat_fds = {}
+            wanted = [name for name, controller in _GAUGES if controller in self.controllers]
+            for name in wanted:
+                try:
+                    self._stat_fds[name] = os.open(self._file(name), os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    pass  # an older kernel without this file
         found: dict[str, int] = {}
-        for filename in ("memory.current", "memory.peak", "pids.current"):
+        for name, fd in self._stat_fds.items():
             try:
-                found[filename] = int(fs.read(self._file(filename)))
+                found[name] = int(os.pread(fd, 64, 0))
             except (OSError, ValueError):
-                pass  # controller not enabled, or an older kernel
-        try:
-            found["cpu.usage_usec"] = fs.read_keyed(self._file("cpu.stat"))["usage_usec"]
-        except (OSError, KeyError):
-            pass
+                pass  # the cgroup is going away
         return found
+
+    def _close_stats(self) -> None:
+        for fd in (self._stat_fds or {}).values():
+            os.close(fd)
+        self._stat_fds = None
 
     def remove(self) -> None:
         """Remove the cgroup if it is empty; a busy or missing one is left as it is."""
+        self._close_stats()
         _rmdir(self.path)
+
+
+#: what `ServiceCgroup.stats` reports, and the controller each needs
+_GAUGES: Final = (
+    ("memory.current", "memory"),
+    ("memory.peak", "memory"),
+    ("pids.current", "pids"),
+)
 
 
 def _shared(root: str) -> bool:
