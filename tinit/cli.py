@@ -34,7 +34,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _build_parser() -> argparse.ArgumentParser:
+#: subcommands whose parsers live in their own modules, loaded only when asked for
+_CLIENT_COMMANDS = ("status", "start", "stop", "restart", "signal", "reload", "logs")
+
+
+def _build_parser(first: str | None = None) -> argparse.ArgumentParser:
+    """The parser; ``first`` (the subcommand typed) limits which modules it loads.
+
+    `tinit run -- CMD` is on the path to the command's exec, and `tinit
+    status` is a health probe run every few seconds: neither should pay for
+    importing the config machinery that `export` needs.
+    """
     parser = _Parser(
         prog="tinit",
         description="A process supervisor for PID 1 of a container.",
@@ -78,9 +88,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("version", help="print tinit's version")
-    from . import client
+    everything = first not in ("run", "check", "version", *_CLIENT_COMMANDS, "export")
+    if everything or first in _CLIENT_COMMANDS:
+        from . import client
 
-    client.add_parsers(sub)
+        client.add_parsers(sub)
+    if everything or first == "export":
+        from . import export
+
+        export.add_parser(sub)
     return parser
 
 
@@ -226,11 +242,15 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         command = None
         if raw and raw[0] == "run":
             raw, command = _split_command(raw)
-        args = _build_parser().parse_args(raw)
+        args = _build_parser(raw[0] if raw else None).parse_args(raw)
         if args.command == "run":
             return _cmd_run(args, command)
         if args.command == "check":
             return _cmd_check(args)
+        if args.command == "export":
+            from . import export
+
+            return export.run(args)
         if args.command != "version":
             from . import client
 

@@ -1,0 +1,623 @@
+"""The services of a config as one Kubernetes pod: the mapping behind ``tinit export``.
+
+Each service becomes one container (SPEC §1). What Kubernetes can say, it says
+in its own fields; what it can't becomes a note: a ``tinit:`` comment above the
+container it concerns, and an entry of the list ``build`` returns. The tree
+built here is dicts, lists and scalars, with ``Commented`` where a comment
+goes; export.py writes it as YAML.
+
+The start-order rule (docs/kubernetes.md). Kubernetes orders containers only
+through ``initContainers``, which start one after the other. So every oneshot
+is an init container, and so is every long-running service that another
+service depends on, as a native sidecar (``restartPolicy: Always``, Kubernetes
+>= 1.29) whose startupProbe holds back the containers after it until it is
+ready. Init containers go in dependency order, file order among equals; the
+other long-running services are the app containers, which start together once
+every init container has completed or started. Sidecars also stop after the
+app containers, in reverse order, as tinit stops dependencies after their
+dependents.
+"""
+
+from __future__ import annotations
+
+import grp
+import math
+import pwd
+import re
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal
+from urllib.parse import urlsplit
+
+from tinit._units import format_address, format_duration, format_signal, parse_env_file
+from tinit.config import Backoff, Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from tinit.config import Config, Probe, Service
+
+Kind = Literal["pod", "deployment"]
+KINDS: Final[tuple[Kind, ...]] = ("deployment", "pod")
+LABEL: Final = "app.kubernetes.io/name"
+# The largest failureThreshold: a startupProbe for `start_timeout: null` that never gives up.
+FOREVER: Final = 2**31 - 1
+DEFAULT_MAX_RESTARTS: Final = 10  # config.py's default; notes are for what the user chose
+_NOT_LABEL: Final = re.compile(r"[^a-z0-9-]+")
+_ENV_NAME: Final = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")  # the apiserver's rule before 1.34
+_ANY_HOST: Final = frozenset({"0.0.0.0", "::"})
+_RESTARTS: Final = {"Always": "always", "OnFailure": "on-failure", "Never": "never"}
+_TMP: Final = {"name": "tmp", "mountPath": "/tmp"}
+
+
+@dataclass(frozen=True, slots=True)
+class Commented:
+    """A value of the YAML tree with comment lines (without ``#``) to write above it."""
+
+    value: object
+    comments: tuple[str, ...] = ()
+
+
+def dns_label(text: str, fallback: str) -> str:
+    """``text`` as a DNS-1123 label: at most 63 of lowercase letters, digits and '-'."""
+    label = _NOT_LABEL.sub("-", text.lower()).strip("-")[:63].rstrip("-")
+    return label or fallback
+
+
+def container_names(names: Sequence[str]) -> dict[str, str]:
+    """A distinct DNS-1123 label per service name; names that are one already are kept."""
+    labels = {name: name for name in names if dns_label(name, "") == name}
+    taken = set(labels.values())
+    for name in names:
+        if name in labels:
+            continue
+        base = label = dns_label(name, "service")
+        number = 2
+        while label in taken:
+            suffix = f"-{number}"
+            label = base[: 63 - len(suffix)].rstrip("-") + suffix
+            number += 1
+        labels[name] = label
+        taken.add(label)
+    return {name: labels[name] for name in names}
+
+
+def escape(text: str) -> str:
+    """``text`` such that Kubernetes' ``$(VAR)`` expansion gives it back unchanged.
+
+    Kubernetes expands ``$(NAME)`` in command, args, env values and exec probes,
+    and reads ``$$`` as ``$``; tinit has already expanded its own ``${NAME}``.
+    A ``$`` before a non-ASCII character is escaped too: the expander copies the
+    byte after a lone ``$`` as a character of its own, which breaks UTF-8.
+    """
+    return re.sub(r"\$(?=[$(]|[^\x00-\x7f])", "$$", text)
+
+
+def memory_quantity(size: int) -> str:
+    """Bytes as a Kubernetes quantity, in the largest binary unit that divides them."""
+    for suffix, scale in (("Ti", 1024**4), ("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+        if size % scale == 0:
+            return f"{size // scale}{suffix}"
+    return str(size)
+
+
+def cpu_quantity(cores: float) -> str:
+    """Cores as a Kubernetes quantity: whole cores, else millicores (at least 1m)."""
+    milli = max(1, round(cores * 1000))
+    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Which service is which kind of container, in start order."""
+
+    init: tuple[str, ...]
+    app: tuple[str, ...]
+    sidecars: frozenset[str]
+
+
+def layout(config: Config) -> Layout:
+    """The containers of the pod by the start-order rule of this module's docstring."""
+    services = config.services
+    depended = {dep for service in services.values() for dep in service.depends_on}
+    sidecars = frozenset(n for n, s in services.items() if not s.oneshot and n in depended)
+    early = [n for n, s in services.items() if s.oneshot or n in sidecars]
+    init: list[str] = []
+    while len(init) < len(early):  # a valid config has no cycles: one is always free
+        init.append(
+            next(
+                name
+                for name in early
+                if name not in init and all(dep in init for dep in services[name].depends_on)
+            )
+        )
+    app = [n for n, s in services.items() if not s.oneshot and n not in sidecars]
+    if not app:
+        # A pod needs an app container. The last init container is a oneshot (a
+        # sidecar has a dependent after it), and nothing waits for it.
+        app.append(init.pop())
+    return Layout(tuple(init), tuple(app), sidecars)
+
+
+class _Notes:
+    """Notes about one part of the config: comment lines here, entries in ``report``."""
+
+    def __init__(self, prefix: str, report: list[str]) -> None:
+        self.prefix, self.report = prefix, report
+        self.lines: list[str] = []
+
+    def add(self, key: str, text: str) -> None:
+        self.lines.append(f"tinit: {key}: {text}")
+        self.report.append(f"{self.prefix}.{key}: {text}" if self.prefix else f"{key}: {text}")
+
+
+def build(
+    config: Config, *, name: str, image: str, kind: Kind, resolve_ids: bool
+) -> tuple[dict[str, object], list[str]]:
+    """The Pod or Deployment for ``config``'s services, and the notes written into it.
+
+    Reads the services' env files again, to write their variables (and only
+    theirs, not tinit's environment) into the containers. ``resolve_ids``
+    turns user and group names into ids with this machine's databases.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    pod = _Pod(config, image=image, kind=kind, resolve_ids=resolve_ids)
+    spec = pod.spec()
+    labels = {LABEL: name}
+    metadata = {"name": name, "labels": labels}
+    if kind == "pod":
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}, pod.report
+    deployment = {
+        "replicas": 1,
+        "selector": {"matchLabels": dict(labels)},
+        "template": {"metadata": {"labels": dict(labels)}, "spec": spec},
+    }
+    document = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata}
+    return {**document, "spec": deployment}, pod.report
+
+
+class _Pod:
+    """The pod spec of one config, built once, notes in document order."""
+
+    def __init__(self, config: Config, *, image: str, kind: Kind, resolve_ids: bool) -> None:
+        self.config, self.services = config, config.services
+        self.image, self.kind, self.resolve_ids = image, kind, resolve_ids
+        self.layout = layout(config)
+        self.names = container_names(list(self.services))
+        self.policy = self._restart_policy()
+        running = self._running()
+        timeouts = [
+            config.settings.shutdown_timeout,
+            *(self.services[n].stop_timeout for n in running),
+        ]
+        self.grace = math.ceil(max(timeouts))
+        sharing = [n for n, s in self.services.items() if not s.namespaces.private_tmp]
+        self.shared_tmp = frozenset(sharing if len(sharing) > 1 else ())
+        self.report: list[str] = []
+
+    def _running(self) -> list[str]:
+        """The services still running when the pod stops: all but the oneshot init containers."""
+        return [n for n, s in self.services.items() if not (s.oneshot and n in self.layout.init)]
+
+    def _restart_policy(self) -> str:
+        if self.kind == "deployment":
+            return "Always"  # the only one a Deployment accepts
+        restarts = {self.services[name].restart for name in self.layout.app}
+        if "always" in restarts:
+            return "Always"
+        return "OnFailure" if "on-failure" in restarts else "Never"
+
+    def spec(self) -> Commented:
+        notes = _Notes("", self.report)
+        self._settings_notes(notes)
+        spec: dict[str, object] = {
+            "restartPolicy": self.policy,
+            "terminationGracePeriodSeconds": Commented(self.grace, self._grace_notes()),
+        }
+        if self.layout.init:
+            spec["initContainers"] = [self._container(n) for n in self.layout.init]
+        containers = [self._container(n) for n in self.layout.app]
+        volumes = [{"name": _TMP["name"], "emptyDir": {}}] if self.shared_tmp else []
+        filesystem = _Notes("", self.report)
+        if len(self.services) > 1:
+            shared = "; /tmp is shared through the emptyDir volume tmp" if volumes else ""
+            filesystem.add(
+                "filesystem",
+                "tinit's services share one filesystem, containers don't: each has its own"
+                f"{shared}. Mount a volume for any other path the services exchange files through",
+            )
+        if volumes:
+            spec["containers"] = containers
+            spec["volumes"] = Commented(volumes, tuple(filesystem.lines))
+        else:
+            spec["containers"] = Commented(containers, tuple(filesystem.lines))
+        return Commented(spec, tuple(notes.lines))
+
+    def _settings_notes(self, notes: _Notes) -> None:
+        settings, default = self.config.settings, Settings()
+        if settings.health_listen is not None:
+            notes.add(
+                "settings.health_listen",
+                f"{format_address(settings.health_listen)}: no equivalent; the containers' probes "
+                "tell Kubernetes what /healthz and /readyz told, kubectl get pods shows restarts",
+            )
+        if settings.forward_signals != default.forward_signals:
+            names = ", ".join(format_signal(s) for s in settings.forward_signals)
+            notes.add(
+                "settings.forward_signals",
+                f"[{names}]: Kubernetes forwards no signals; send one with "
+                "kubectl exec POD -c CONTAINER -- kill -SIGNAL 1",
+            )
+        if settings.exit_code_remap:
+            notes.add(
+                "settings.exit_code_remap", "no equivalent: a pod has no exit code of its own"
+            )
+        if settings.cgroups == "off" and any(_has_limits(s) for s in self.services.values()):
+            notes.add(
+                "settings.cgroups",
+                "off: Kubernetes always enforces the resources.limits below, which tinit did not",
+            )
+
+    def _grace_notes(self) -> tuple[str, ...]:
+        notes = _Notes("", self.report)
+        shutdown = self.config.settings.shutdown_timeout
+        if self.grace > shutdown:
+            raised = math.ceil(shutdown) != self.grace
+            why = (
+                "raised to the longest stop_timeout: Kubernetes has no timeout per container"
+                if raised
+                else "rounded up: Kubernetes counts whole seconds"
+            )
+            notes.add("settings.shutdown_timeout", f"{format_duration(shutdown)}: {why}")
+        timeouts = {n: self.services[n].stop_timeout for n in self._running()}
+        others = [
+            f"{self.names[n]} {format_duration(t)}" for n, t in timeouts.items() if t != self.grace
+        ]
+        if others:
+            notes.add(
+                "services.*.stop_timeout",
+                f"{', '.join(others)}: Kubernetes gives the whole pod one grace period, "
+                f"terminationGracePeriodSeconds: {self.grace}, then kills what is left",
+            )
+        return tuple(notes.lines)
+
+    # -- one container
+
+    def _container(self, name: str) -> Commented:
+        service = self.services[name]
+        notes = _Notes(f"services.{name}", self.report)
+        label = self.names[name]
+        if label != name:
+            notes.add("name", f"{name!r} is not a DNS-1123 label, so the container is {label!r}")
+        container: dict[str, object] = {"name": label, "image": self.image}
+        if name in self.layout.sidecars:
+            container["restartPolicy"] = "Always"
+        container["command"] = [escape(arg) for arg in service.command]
+        if service.workdir is not None:
+            container["workingDir"] = service.workdir
+        env = _env(service, notes)
+        if env:
+            container["env"] = env
+        resources = _resources(service, notes)
+        if resources:
+            container["resources"] = resources
+        security = self._security(service, notes)
+        if security:
+            container["securityContext"] = security
+        container.update(self._probes(name, service, notes))
+        if name in self.shared_tmp:
+            container["volumeMounts"] = [dict(_TMP)]
+        self._order_notes(name, service, notes)
+        self._restart_notes(name, service, notes)
+        _process_notes(service, notes)
+        return Commented(container, tuple(notes.lines))
+
+    def _security(self, service: Service, notes: _Notes) -> dict[str, object]:
+        security: dict[str, object] = {}
+        uid = self._account_id(service.user, "user", notes)
+        gid = self._account_id(service.group, "group", notes)
+        if uid is not None:
+            security["runAsUser"] = uid
+        if gid is not None:
+            security["runAsGroup"] = gid
+        if service.no_new_privs:
+            security["allowPrivilegeEscalation"] = False
+        caps = service.capabilities
+        if caps.drop or caps.add:
+            security["capabilities"] = {
+                key: list(names) for key, names in (("drop", caps.drop), ("add", caps.add)) if names
+            }
+        if caps.add and service.user is not None and uid != 0:
+            notes.add(
+                "capabilities.add",
+                "Kubernetes doesn't make capabilities ambient as tinit does: a process that isn't "
+                "root gets them only from file capabilities (setcap) in the image",
+            )
+        if "/" in service.namespaces.read_only_paths:
+            security["readOnlyRootFilesystem"] = True
+        return security
+
+    def _account_id(self, value: str | None, kind: str, notes: _Notes) -> int | None:
+        """A numeric id as Kubernetes needs it, or None with a note on why not."""
+        if value is None:
+            return None
+        if value.isdigit():
+            return int(value)
+        if value == "root":
+            return 0
+        field = "runAsUser" if kind == "user" else "runAsGroup"
+        if not self.resolve_ids:
+            notes.add(
+                kind,
+                f"{value!r} is a name and Kubernetes needs a number: set securityContext.{field} "
+                "to its id in the image (--no-offline takes the id from this machine)",
+            )
+            return None
+        try:
+            number = pwd.getpwnam(value).pw_uid if kind == "user" else grp.getgrnam(value).gr_gid
+        except KeyError:
+            notes.add(kind, f"{value!r} is unknown here: set securityContext.{field} by hand")
+            return None
+        notes.add(kind, f"{value!r} is {number} on this machine; check it is the same in the image")
+        return number
+
+    # -- probes
+
+    def _probes(self, name: str, service: Service, notes: _Notes) -> dict[str, object]:
+        probes: dict[str, object] = {}
+        ready, health = service.ready, service.health
+        if service.oneshot:
+            if ready is not None:
+                notes.add("ready", "no equivalent: an init container or a oneshot has no probes")
+            return probes
+        if ready is not None and (handler := _handler(ready, "ready", notes)):
+            timing = _timing(ready, "ready", notes)
+            waited = any(s.depends_on.get(name) == "ready" for s in self.services.values())
+            start = ready.start_timeout
+            if start is not None or (name in self.layout.sidecars and waited):
+                tries = FOREVER if start is None else math.ceil(start / timing["periodSeconds"])
+                probes["startupProbe"] = {**handler, **timing, "failureThreshold": tries}
+            if start is None and "startupProbe" in probes:
+                notes.add(
+                    "ready.start_timeout",
+                    "null: the startupProbe that holds back the containers after this one "
+                    f"gives up after {FOREVER} tries, as near to never as Kubernetes goes",
+                )
+            probes["readinessProbe"] = {**handler, **timing}
+        if health is not None and (handler := _handler(health, "health", notes)):
+            timing = _timing(health, "health", notes)
+            probes["livenessProbe"] = {**handler, **timing, "failureThreshold": health.failures}
+        return probes
+
+    # -- what has no field
+
+    def _order_notes(self, name: str, service: Service, notes: _Notes) -> None:
+        for dep, condition in service.depends_on.items():
+            target, label = self.services[dep], self.names[dep]
+            ready = target.ready
+            gated = (
+                ready is not None and ready.kind != "notify_fd" and ready.start_timeout is not None
+            )
+            if target.oneshot and condition != "completed":
+                notes.add(
+                    f"depends_on.{dep}",
+                    f"{condition}: {label} is an init container, run to completion first",
+                )
+            elif condition == "ready" and ready is not None and ready.kind == "notify_fd":
+                notes.add(
+                    f"depends_on.{dep}",
+                    f"ready: Kubernetes can't see {label}'s notify_fd, so this one starts "
+                    f"once {label} has started",
+                )
+            elif condition == "started" and gated:
+                notes.add(
+                    f"depends_on.{dep}",
+                    f"started: this one starts once {label}'s startupProbe succeeds, "
+                    f"when {label} is ready",
+                )
+        dependents = any(name in s.depends_on for s in self.services.values())
+        if service.oneshot and name in self.layout.init and not dependents:
+            notes.add(
+                "oneshot",
+                "nothing waits for it in tinit, but as an init container it holds back "
+                "the app containers until it has succeeded",
+            )
+        if service.oneshot and name in self.layout.app and self.kind == "deployment":
+            notes.add(
+                "oneshot",
+                "a Deployment restarts its containers when they exit: use --kind pod",
+            )
+
+    def _restart_notes(self, name: str, service: Service, notes: _Notes) -> None:
+        if name in self.layout.sidecars:
+            does, why = "always", "a sidecar is restarted after every exit"
+        elif name in self.layout.init:
+            does = "never" if self.policy == "Never" else "on-failure"
+            why = f"the pod's restartPolicy is {self.policy}, so a failed init container " + (
+                "fails the pod" if does == "never" else "is retried until it succeeds"
+            )
+        else:
+            does = _RESTARTS[self.policy]
+            why = (
+                "a Deployment's pods have restartPolicy Always: a container is restarted "
+                "after every exit"
+                if self.kind == "deployment"
+                else f"a pod has one restartPolicy for its app containers, here {self.policy}"
+            )
+        if service.restart != does:
+            notes.add("restart", f"{service.restart} has no equivalent here: {why}")
+        if service.success_exit_codes != {0}:
+            codes = ", ".join(str(c) for c in sorted(service.success_exit_codes))
+            notes.add("success_exit_codes", f"[{codes}]: only exit code 0 is a success")
+        if service.backoff != Backoff():
+            notes.add(
+                "backoff",
+                "Kubernetes restarts after its own back-off (10s doubling up to 5m), not settable",
+            )
+        if service.max_restarts not in (None, DEFAULT_MAX_RESTARTS):
+            notes.add("max_restarts", f"{service.max_restarts}: Kubernetes never gives up")
+        if service.critical:
+            notes.add(
+                "critical",
+                "true: no equivalent: one container ending for good never ends the others",
+            )
+        if service.stop_signal != signal.SIGTERM and name in self._running():
+            sig = format_signal(service.stop_signal)
+            notes.add(
+                "stop_signal",
+                f"{sig}: Kubernetes stops a container with its image's STOPSIGNAL (SIGTERM if "
+                "unset, one per image); Kubernetes >= 1.33 with the ContainerStopSignals feature "
+                f"gate also takes lifecycle.stopSignal: {sig}, with spec.os.name: linux",
+            )
+
+
+def _has_limits(service: Service) -> bool:
+    return service.limits.memory is not None or service.limits.cpu is not None
+
+
+def _env(service: Service, notes: _Notes) -> list[dict[str, str]]:
+    """The service's own variables: its env files', then ``env``; not tinit's environment."""
+    values: dict[str, str] = {}
+    for path in service.env_file:
+        try:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+        except (OSError, UnicodeDecodeError):
+            notes.add("env_file", f"{path} can't be read here, so its variables are left out")
+            continue
+        found, _ = parse_env_file(text)  # load_config reported the bad lines
+        values.update(found)
+        if found:
+            notes.add(
+                "env_file",
+                f"{path}: its variables are written out below; keep secrets in a Secret instead",
+            )
+    values.update(service.env)
+    env = []
+    for key, value in values.items():
+        if _ENV_NAME.fullmatch(key):
+            env.append({"name": key, "value": escape(value)})
+        else:
+            notes.add("env", f"{key!r} is not a name Kubernetes takes before 1.34: left out")
+    if service.clear_env:
+        notes.add("clear_env", "true: a container always starts from its image's ENV")
+    return env
+
+
+def _resources(service: Service, notes: _Notes) -> dict[str, object]:
+    limits: dict[str, str] = {}
+    memory, cpu, pids = service.limits.memory, service.limits.cpu, service.limits.pids
+    if memory is not None:
+        limits["memory"] = memory_quantity(memory)
+    if cpu is not None:
+        limits["cpu"] = cpu_quantity(cpu)
+        if cpu * 1000 < 1 or round(cpu * 1000, 6) % 1:
+            notes.add("limits.cpu", f"{cpu}: rounded to {limits['cpu']} cores")
+    if pids is not None:
+        notes.add(
+            "limits.pids",
+            f"{pids}: no limit per container; the kubelet's podPidsLimit bounds the whole pod",
+        )
+    if service.oom_group:
+        notes.add(
+            "oom_group",
+            "true: no field for it; on cgroup v2 the kubelet (>= 1.28) sets memory.oom.group "
+            "for every container, unless it runs with singleProcessOOMKill",
+        )
+    return {"limits": limits, "requests": dict(limits)} if limits else {}
+
+
+def _handler(probe: Probe, key: str, notes: _Notes) -> dict[str, object] | None:
+    """The part of a Kubernetes probe that says what to check, or None if it can't."""
+    if probe.kind == "tcp" and probe.tcp is not None:
+        host, port = probe.tcp
+        return {"tcpSocket": _target(host, port, f"{key}.tcp", format_address(probe.tcp), notes)}
+    if probe.kind == "http" and probe.http is not None:
+        url = urlsplit(probe.http)
+        path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        target = _target(
+            url.hostname or "127.0.0.1", url.port or 80, f"{key}.http", url.geturl(), notes
+        )
+        if url.username is not None:
+            notes.add(f"{key}.http", "the credentials in the URL are not sent")
+        return {"httpGet": {"path": path, **target}}
+    if probe.kind == "exec" and probe.exec is not None:
+        return {"exec": {"command": [escape(arg) for arg in probe.exec]}}
+    notes.add(
+        f"{key}.notify_fd",
+        f"{probe.notify_fd}: no equivalent; Kubernetes only probes from outside the process",
+    )
+    return None
+
+
+def _target(host: str, port: int, key: str, written: str, notes: _Notes) -> dict[str, object]:
+    """Port and host of a probe. The kubelet probes from the node: loopback is the node's."""
+    if host == "localhost" or host == "::1" or host.startswith("127."):
+        notes.add(
+            key,
+            f"{written}: Kubernetes probes the pod's IP address, not loopback, so the "
+            "service must listen on it too (on 0.0.0.0)",
+        )
+        return {"port": port}
+    if host in _ANY_HOST:
+        return {"port": port}
+    return {"host": host, "port": port}
+
+
+def _timing(probe: Probe, key: str, notes: _Notes) -> dict[str, int]:
+    """periodSeconds and timeoutSeconds: whole seconds, at least 1."""
+    timing = {}
+    for name, field, seconds in (
+        ("interval", "periodSeconds", probe.interval),
+        ("timeout", "timeoutSeconds", probe.timeout),
+    ):
+        timing[field] = max(1, math.ceil(seconds))
+        if timing[field] != seconds:
+            notes.add(
+                f"{key}.{name}",
+                f"{format_duration(seconds)}: Kubernetes counts whole seconds, so {timing[field]}",
+            )
+    return timing
+
+
+def _process_notes(service: Service, notes: _Notes) -> None:
+    """Notes on how the process is set up and where its output goes."""
+    if service.umask is not None:
+        notes.add(
+            "umask",
+            f'"{service.umask:03o}": no equivalent; set it in the command (sh -c \'umask '
+            f"{service.umask:03o}; exec ...') or in the image",
+        )
+    if service.stdin not in (None, "/dev/null"):
+        notes.add("stdin", f"{service.stdin}: no equivalent; a container's stdin is empty")
+    output = service.output
+    if output == "json":
+        notes.add("output", "json: Kubernetes keeps each container's raw lines (kubectl logs)")
+    elif output == "null":
+        notes.add("output", "null: Kubernetes keeps the output; redirect it in the command")
+    elif output.startswith("file:"):
+        notes.add(
+            "output",
+            f"{output}: Kubernetes keeps the output as the container's log (kubectl logs)",
+        )
+    namespaces = service.namespaces
+    paths = [p for p in namespaces.read_only_paths if p != "/"]
+    if paths:
+        notes.add(
+            "namespaces.read_only_paths",
+            f"[{', '.join(paths)}]: Kubernetes makes read-only only the whole root "
+            "(readOnlyRootFilesystem) or a volume mount (readOnly: true)",
+        )
+    if namespaces.hidden_paths:
+        notes.add(
+            "namespaces.hidden_paths",
+            f"[{', '.join(namespaces.hidden_paths)}]: no equivalent; leave them out of the "
+            "image or mount an empty volume over them",
+        )
+    if namespaces.network == "none":
+        notes.add(
+            "namespaces.network",
+            "none: the containers of a pod share its network; a NetworkPolicy can cut off "
+            "the pod, not one container",
+        )
