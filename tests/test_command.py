@@ -309,9 +309,7 @@ def test_job_control_signals_never_stop_tinit(tmp_path: Path) -> None:
     """TSTP, TTIN and TTOU sent to tinit (not PID 1, where they would stop it by
     default) leave tinit running; TSTP and CONT are passed to the command."""
     pidfile = tmp_path / "pid"
-    tinit = Tinit(
-        "run", "--", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 60", namespace=False
-    )
+    tinit = Tinit("run", "--", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 60", namespace=False)
     assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
     child = int(pidfile.read_text())
     for signum in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGTSTP):
@@ -323,4 +321,27 @@ def test_job_control_signals_never_stop_tinit(tmp_path: Path) -> None:
     assert wait_for(lambda: _state(child) in ("S", "R"))
     tinit.signal(signal.SIGTERM)
     rc, _, _ = tinit.wait()
+    assert rc == 128 + signal.SIGTERM
+
+
+def _sigterm_held_or_caught(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    bit = 1 << (signal.SIGTERM - 1)
+    return bool((int(fields["SigBlk"], 16) | int(fields["SigCgt"], 16)) & bit)
+
+
+@pytest.mark.parametrize("attempt", range(10))
+def test_sigterm_right_at_start_is_held_not_lost(attempt: int) -> None:
+    """Regression: signals were blocked only after the command line and config
+    were read, and as PID 1 a SIGTERM in that window was dropped by the kernel,
+    so `docker stop` right after `docker run` waited for SIGKILL. Once tinit's
+    code runs, TERM is held (or handled) and reaches the command."""
+    tinit = Tinit("run", "--", "sleep", "60")
+    assert wait_for(lambda: _sigterm_held_or_caught(tinit.pid), interval=0.0005)
+    tinit.signal(signal.SIGTERM)
+    rc, _, _ = tinit.wait(timeout=20)
     assert rc == 128 + signal.SIGTERM
