@@ -88,7 +88,7 @@ def _build_parser(first: str | None = None) -> argparse.ArgumentParser:
     )
 
     sub.add_parser("version", help="print tinit's version")
-    everything = first not in ("run", "check", "version", *_CLIENT_COMMANDS, "export")
+    everything = first not in ("run", "check", "version", *_CLIENT_COMMANDS, "export", "import")
     if everything or first in _CLIENT_COMMANDS:
         from . import client
 
@@ -97,6 +97,10 @@ def _build_parser(first: str | None = None) -> argparse.ArgumentParser:
         from . import export
 
         export.add_parser(sub)
+    if everything or first == "import":
+        from . import importers
+
+        importers.add_parser(sub)
     return parser
 
 
@@ -251,6 +255,10 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
             from . import export
 
             return export.run(args)
+        if args.command == "import":
+            from . import importers
+
+            return importers.run(args)
         if args.command != "version":
             from . import client
 

@@ -1,0 +1,692 @@
+"""``tinit import supervisord FILE``: a services.yaml from a supervisord.conf (SPEC §1).
+
+The conversion keeps supervisord's meaning where tinit can say the same
+thing, and notes every option it can't carry over one to one, naming the
+section and the option; the notes go to stderr and to the top of the YAML.
+A value supervisord itself would refuse is a problem: the conversion fails
+with one line per problem and exit code 2. How each option maps, and why, is
+in docs/migrating.md. `tinit._supervisord` reads the INI dialect.
+
+Decisions where supervisord and tinit differ:
+
+- ``command`` stays a string with ``shell: false``: supervisord splits it
+  like ``shlex`` and runs it without a shell, as tinit does; shell syntax in
+  it is only noted.
+- ``priority``: supervisord starts lower priorities first, without waiting,
+  and stops higher ones first, waiting for each. Distinct priorities become
+  tiers: each service depends (``started``) on the services of the tier
+  below, which gives the same order both ways.
+- ``startsecs``/``startretries``: tinit counts failures in a row and resets
+  the count after ``backoff.reset_after`` up; with ``reset_after: startsecs``
+  and ``max_restarts: startretries`` only short runs count, as in supervisord.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shlex
+import signal
+import sys
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from tinit import _supervisord as ini
+from tinit._supervisord import Bad, Expander, Finding
+from tinit.errors import EX_USAGE, TinitError
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Iterable, Mapping
+
+    from tinit._supervisord import Ini
+
+T = TypeVar("T")
+UNKNOWN: Final = "unknown option; supervisord ignores it, and so does this"
+FORMATS: Final = ("supervisord",)
+_STREAM_OPTIONS: Final = (
+    "logfile",
+    "logfile_maxbytes",
+    "logfile_backups",
+    "capture_maxbytes",
+    "events_enabled",
+    "syslog",
+)
+PROGRAM_OPTIONS: Final = frozenset(
+    {
+        "command", "process_name", "numprocs", "numprocs_start", "priority", "autostart",
+        "startsecs", "startretries", "autorestart", "exitcodes", "stopsignal", "stopwaitsecs",
+        "stopasgroup", "killasgroup", "user", "redirect_stderr", "environment", "directory",
+        "umask", "serverurl",
+        *(f"{stream}_{option}" for stream in ("stdout", "stderr") for option in _STREAM_OPTIONS),
+    }
+)  # fmt: skip
+#: log files that are the console: the output stays on tinit's stdout/stderr
+_CONSOLE: Final = frozenset(
+    f"{base}/{fd}" for base in ("/dev/fd", "/proc/self/fd", "/proc/1/fd") for fd in (1, 2)
+) | {"/dev/stdout", "/dev/stderr"}
+_LOG_LEVELS: Final = {
+    "critical": "error",
+    "error": "error",
+    "warn": "warning",
+    "info": "info",
+    "debug": "debug",
+    "trace": "debug",
+    "blather": "debug",
+}
+_SHELLS: Final = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh", "busybox"})
+_SHELL_WORDS: Final = frozenset({"&&", "||", "|", ";", "&", ">", ">>", "<", "2>&1", "&>"})
+_SHELL_SYNTAX: Final = re.compile(r"^[0-9]?[<>]|\$[A-Za-z_{(]|`")
+_SERVICE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_NOT_NEEDED: Final = {
+    "unix_http_server": (
+        "supervisorctl's socket: tinit has its own control socket (settings.control_socket,"
+        " /run/tinit/control.sock by default, for root or tinit's own user); not converted"
+    ),
+    "inet_http_server": (
+        "supervisord's HTTP control and web page have no tinit equivalent; tinit's"
+        " settings.health_listen serves only /healthz, /readyz and /metrics; not converted"
+    ),
+    "supervisorctl": (
+        "use tinit status, start, stop, restart, signal and logs instead; they find tinit by"
+        " --control-socket or $TINIT_CONTROL_SOCKET"
+    ),
+    "rpcinterface": "not needed: tinit's control interface is built in",
+    "ctlplugin": "supervisorctl plugins have no tinit equivalent; not converted",
+    "fcgi-program": (
+        "FastCGI programs sharing a socket made by supervisord are not supported; not converted"
+        " (run the FastCGI server with its own socket as a [program:x])"
+    ),
+}
+
+
+class ConversionError(TinitError):
+    """The file can't be converted; ``problems`` has one line for each reason."""
+
+    exit_code = EX_USAGE
+
+    def __init__(self, problems: Iterable[Finding]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add ``import FORMAT FILE [-o PATH]`` to ``tinit``'s subparsers."""
+    text = "print a services.yaml converted from another supervisor's config"
+    parser: argparse.ArgumentParser = sub.add_parser("import", help=text, description=text)
+    parser.add_argument("format", choices=FORMATS, metavar="FORMAT", help="supervisord")
+    parser.add_argument("file", metavar="FILE", help="the supervisord.conf to convert")
+    parser.add_argument(
+        "-o", "--output", metavar="PATH", help="write the YAML to PATH (default: stdout)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert ``args.file``; notes and problems go to stderr. 0, or 2 when it can't."""
+    path: str = args.file
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+        document, notes = convert_supervisord(text, filename=path)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        print(f"tinit import: {path}: can't read it: {reason}", file=sys.stderr)
+        return EX_USAGE
+    except ConversionError as exc:
+        for problem in exc.problems:
+            print(f"tinit import: {problem}", file=sys.stderr)
+        return exc.exit_code
+    for note in notes:
+        print(f"tinit import: {note}", file=sys.stderr)
+    if args.output is None:
+        sys.stdout.write(document)
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(document)
+    except OSError as exc:
+        print(f"tinit import: can't write {args.output}: {exc.strerror}", file=sys.stderr)
+        return EX_USAGE
+    return 0
+
+
+def convert_supervisord(
+    text: str, *, filename: str, environ: Mapping[str, str] | None = None
+) -> tuple[str, list[str]]:
+    """The services.yaml for the supervisord.conf ``text`` (the file ``filename``).
+
+    Returns the YAML text and the notes (``FILE: [section] option: note``)
+    about what did not carry over one to one. ``environ`` (default
+    ``os.environ``) resolves ``%(ENV_X)s`` in ``[include] files=`` only;
+    everywhere else ``%(ENV_X)s`` becomes ``${X}``, read when tinit runs.
+    Raises ConversionError for a file supervisord would refuse.
+    """
+    parsed = ini.read_ini(text, filename, os.environ if environ is None else environ)
+    if parsed.problems:
+        raise ConversionError(parsed.problems)
+    converter = _Converter(parsed, ini.choose_marker(_all_text(parsed)))
+    document = converter.convert()
+    if converter.problems:
+        raise ConversionError(converter.problems)
+    notes = [*parsed.notes, *converter.notes]
+    return _render(document, filename, parsed.included, notes), [str(n) for n in notes]
+
+
+def _all_text(parsed: Ini) -> str:
+    """Everything a converted value can be made of: a marker must be in none of it."""
+    parser = parsed.parser
+    values = (f"{s} {k} {v}" for s in parser.sections() for k, v in parser.items(s))
+    return "\n".join([*values, os.path.abspath(parsed.main), *parsed.included])
+
+
+class _Converter:
+    """Builds the services.yaml document, recording notes and problems."""
+
+    def __init__(self, parsed: Ini, marker: str) -> None:
+        self.ini, self.marker = parsed, marker
+        self.notes: list[Finding] = []
+        self.problems: list[Finding] = []
+        self.settings: dict[str, Any] = {}
+        self.services: dict[str, dict[str, Any]] = {}
+        self.global_env: dict[str, str] = {}
+        self.global_user: str | None = None
+        # (tier, service, section the priority came from, priority)
+        self.tiers: list[tuple[int, str, str, int]] = []
+        self.groups: dict[str, list[tuple[str, int]]] = {}
+
+    def note(self, section: str, option: str, text: str) -> None:
+        finding = Finding(self.ini.file_of(section), section, option, text)
+        if finding not in self.notes:
+            self.notes.append(finding)
+
+    def problem(self, section: str, option: str, text: str) -> None:
+        finding = Finding(self.ini.file_of(section), section, option, text)
+        if finding not in self.problems:
+            self.problems.append(finding)
+
+    def expander(self, section: str, names: Mapping[str, object]) -> Expander:
+        here = os.path.dirname(os.path.abspath(self.ini.file_of(section)))
+        return Expander(self.marker, {"here": here, **names}, self.global_env)
+
+    def convert(self) -> dict[str, Any]:
+        parser = self.ini.parser
+        if parser.has_section("supervisord"):
+            _supervisord_section(self)
+        for section in parser.sections():
+            if section.startswith("group:"):
+                self._group(section)
+        for section in parser.sections():
+            kind, _, _ = section.partition(":")
+            if kind == "program":
+                for group, priority in self.groups.get(section, [(None, None)]):
+                    _Program(self, section, dict(parser.items(section)), group, priority).convert()
+            elif kind == "eventlistener":
+                self.note(section, "", _listener_note(dict(parser.items(section))))
+            elif kind in _NOT_NEEDED:
+                self.note(section, "", _NOT_NEEDED[kind])
+            elif section not in ("supervisord", "include") and kind != "group":
+                self.note(section, "", "unknown section; supervisord ignores it, and so does this")
+        if not self.services and not self.problems:
+            self.problem("", "", "has no [program:x] with a process, so no service to convert")
+        self._order_by_priority()
+        order = {section: index for index, section in enumerate(self.ini.parser.sections())}
+        self.notes.sort(key=lambda note: order.get(note.section, -1))
+        document: dict[str, Any] = {"version": 1}
+        if self.settings:
+            document["settings"] = self.settings
+        document["services"] = self.services
+        return document
+
+    def _group(self, section: str) -> None:
+        raw = dict(self.ini.parser.items(section))
+        expander = self.expander(section, {"host_node_name": None})
+        try:
+            name = ini.process_name(section.split(":", 1)[1])
+            programs = [p.strip() for p in expander.expand(raw.get("programs", "")).split(",")]
+            priority = ini.integer(expander.expand(raw.get("priority", "999")))
+        except Bad as exc:
+            self.problem(section, "", str(exc))
+            return
+        for program in programs:
+            if f"program:{program}" in self.ini.parser.sections():
+                self.groups.setdefault(f"program:{program}", []).append((name, priority))
+            elif not self.ini.parser.has_section(f"fcgi-program:{program}"):
+                self.problem(section, "programs", f"names {program!r}, which has no [program:x]")
+        listed = ", ".join(programs)
+        text = f"tinit has no groups: {listed} became separate services (tinit stop takes several)"
+        self.note(section, "", text)
+        for option in raw:
+            if option not in ("programs", "priority"):
+                self.note(section, option, UNKNOWN)
+
+    def add_service(
+        self, name: str, service: dict[str, Any], section: str, group: str | None
+    ) -> str:
+        """Add ``service`` under a valid, unused name, which it returns."""
+        wanted = name
+        if not _SERVICE_NAME.fullmatch(name):
+            name = re.sub(r"[^A-Za-z0-9_.-]", "-", name)
+            name = name if _SERVICE_NAME.fullmatch(name) else f"s{name}"
+            text = f"{wanted!r} is not a valid tinit service name; renamed {name}"
+            self.note(section, "process_name", text)
+        if name in self.services:
+            taken = name
+            name = f"{group}.{name}" if group and group != name else name
+            number = 2
+            while name in self.services:
+                name, number = f"{taken}-{number}", number + 1
+            why = f"{taken} is taken by another service; renamed {name}"
+            self.note(section, "process_name", why)
+        self.services[name] = service
+        return name
+
+    def _order_by_priority(self) -> None:
+        levels = sorted({tier for tier, _, _, _ in self.tiers})
+        for lower, level in itertools.pairwise(levels):
+            below = [name for tier, name, _, _ in self.tiers if tier == lower]
+            for tier, name, section, priority in self.tiers:
+                if tier != level:
+                    continue
+                self.services[name]["depends_on"] = list(below)
+                default = "" if "priority" in self.ini.parser.options(section) else " (default)"
+                text = (
+                    f"{priority}{default} comes after {lower}: became depends_on:"
+                    f" [{', '.join(below)}] (started), so tinit starts it after them and stops it"
+                    " before them, as supervisord did; neither waits for readiness (ready: probes"
+                    " and depends_on: {NAME: ready} do)"
+                )
+                self.note(section, "priority", text)
+
+
+class _Options:
+    """The options of one section, read through one Expander."""
+
+    def __init__(self, c: _Converter, section: str, raw: dict[str, str], exp: Expander) -> None:
+        self.c, self.section, self.raw, self.exp = c, section, raw, exp
+
+    def get(self, option: str, parse: Callable[[str], T], default: T, text: bool = False) -> T:
+        """The option parsed, or ``default`` when absent or (reported) wrong.
+
+        Only ``text`` options may hold a variable known at run time.
+        """
+        if option not in self.raw:
+            return default
+        try:
+            value = self.exp.expand(self.raw[option])
+            if self.exp.hostname_used:
+                self.exp.hostname_used = False
+                why = "%(host_node_name)s became ${HOSTNAME}, from tinit's environment"
+                self.c.note(self.section, option, why)
+            if not text and self.exp.has_runtime(value):
+                raise Bad(f"{self.raw[option]!r} needs a variable set at run time; write the value")
+            return parse(value)
+        except Bad as exc:
+            self.c.problem(self.section, option, str(exc))
+            return default
+
+    def finish(self, value: str) -> str:
+        return self.exp.finish(value)
+
+
+_DAEMON_NOTES: Final = {
+    "pidfile": "tinit writes no pid file",
+    "umask": "supervisord applies it only when it daemonizes, tinit never does; set umask: per"
+    " service",
+    "directory": "supervisord changes to it only when it daemonizes, tinit never does; set"
+    " workdir: per service",
+    "minfds": "tinit raises no resource limit; give the container --ulimit nofile=N",
+    "minprocs": "tinit raises no resource limit; give the container --ulimit nproc=N, or a"
+    " service limits: {pids: N}",
+    "childlogdir": "tinit writes no AUTO log files: output goes to its stdout/stderr and"
+    " `tinit logs`",
+    "nocleanup": "tinit writes no AUTO log files, so there is nothing to clean up",
+    "identifier": "tinit's control socket has no identifier",
+}
+_DAEMON_SWITCHES: Final = {
+    "silent": "tinit always logs its events to stderr; --log-level warning quiets it",
+    "strip_ansi": "tinit passes service output through unchanged",
+}
+
+
+def _supervisord_section(c: _Converter) -> None:
+    """[supervisord]: the environment and user every program inherits, and the log level."""
+    raw = dict(c.ini.parser.items("supervisord"))
+    o = _Options(c, "supervisord", raw, c.expander("supervisord", {"host_node_name": None}))
+
+    def note(option: str, text: str) -> None:
+        c.note("supervisord", option, text)
+
+    no_env: dict[str, str] = {}
+    c.global_env = o.get("environment", ini.environment, no_env, text=True)
+    user = o.get("user", str, None, text=True)
+    if user is not None and user.strip() not in ("root", "0"):
+        c.global_user = user
+        note("user", f"tinit itself stays root; services without user= run as {user}")
+    level = o.get("loglevel", _log_level, "info")
+    if level != "info":
+        c.settings["log_level"] = level
+    logfile = o.get("logfile", str, None, text=True)
+    if logfile is not None and logfile not in _CONSOLE and logfile != "/dev/null":
+        note("logfile", "tinit's own events go to its stderr, not to a file (nor rotated)")
+    o.get("nodaemon", ini.boolean, False)
+    for option, text in _DAEMON_NOTES.items():
+        if option in raw:
+            note(option, text)
+    for option, text in _DAEMON_SWITCHES.items():
+        if o.get(option, ini.boolean, False):
+            note(option, text)
+    known = {"environment", "user", "loglevel", "logfile", "logfile_maxbytes", "logfile_backups"}
+    for option in raw:
+        if option not in {"nodaemon", *known, *_DAEMON_NOTES, *_DAEMON_SWITCHES}:
+            note(option, UNKNOWN)
+
+
+def _log_level(value: str) -> str:
+    if value.strip().lower() not in _LOG_LEVELS:
+        raise Bad(f"{value!r} is not a level ({', '.join(_LOG_LEVELS)})")
+    return _LOG_LEVELS[value.strip().lower()]
+
+
+class _Program:
+    """One [program:x] section: numprocs services, in one group."""
+
+    def __init__(
+        self,
+        c: _Converter,
+        section: str,
+        raw: dict[str, str],
+        group: str | None,
+        group_priority: int | None,
+    ) -> None:
+        self.c, self.section, self.raw = c, section, raw
+        self.group, self.group_priority = group, group_priority
+        self.name = section.split(":", 1)[1]
+
+    def note(self, option: str, text: str) -> None:
+        self.c.note(self.section, option, text)
+
+    def convert(self) -> None:
+        try:
+            ini.process_name(self.name)
+        except Bad as exc:
+            self.c.problem(self.section, "", str(exc))
+            return
+        for option in self.raw:
+            if option not in PROGRAM_OPTIONS:
+                self.note(option, UNKNOWN)
+        names: dict[str, object] = {
+            "program_name": self.name,
+            "group_name": self.group or self.name,
+            "host_node_name": None,
+        }
+        o = _Options(self.c, self.section, self.raw, self.c.expander(self.section, names))
+        count = o.get("numprocs", lambda v: ini.integer(v, 0), 1)
+        first = o.get("numprocs_start", lambda v: ini.integer(v, 0), 0)
+        template = self.raw.get("process_name", "%(program_name)s")
+        if count > 1 and "%(process_num)" not in template:
+            why = f"numprocs={count} needs %(process_num) in process_name, or the names clash"
+            self.c.problem(self.section, "process_name", why)
+            return
+        if count == 0:
+            self.note("numprocs", "is 0, so no service comes from this program")
+        priority = o.get("priority", ini.integer, 999)
+        if self.group is not None and "priority" in self.raw:
+            why = f"ignored: the priority of [group:{self.group}] orders it, as in supervisord"
+            self.note("priority", why)
+        for number in range(first, first + count):
+            process = {**names, "process_num": number, "numprocs": count}
+            self._process(process, priority)
+
+    def _process(self, names: dict[str, object], priority: int) -> None:
+        c = self.c
+        env_names = _Options(c, self.section, self.raw, c.expander(self.section, names))
+        env: dict[str, str] = env_names.get("environment", ini.environment, {}, text=True)
+        exp = Expander(c.marker, env_names.exp.names, {**c.global_env, **env})
+        o = _Options(c, self.section, self.raw, exp)
+        name = o.get("process_name", ini.process_name, self.name)
+        service: dict[str, Any] = {}
+        self._command(o, service)
+        self._place(o, service)
+        merged = {**c.global_env, **env}
+        if merged:
+            service["env"] = {key: o.finish(value) for key, value in merged.items()}
+        output = self._output(o)
+        if output is not False:
+            service["output"] = output
+        self._restart(o, service)
+        self._stop(o, service)
+        if not o.get("autostart", ini.boolean, True):
+            why = "tinit starts every service: remove it if it must not run, or `tinit stop` it"
+            self.note("autostart", why)
+        serverurl = o.get("serverurl", str, "AUTO", text=True)
+        if serverurl.strip().upper() != "AUTO":
+            why = "tinit sets no SUPERVISOR_SERVER_URL; use `tinit status` instead"
+            self.note("serverurl", why)
+        name = c.add_service(name, service, self.section, self.group)
+        if self.group_priority is not None:
+            c.tiers.append((self.group_priority, name, f"group:{self.group}", self.group_priority))
+        else:
+            c.tiers.append((priority, name, self.section, priority))
+
+    def _command(self, o: _Options, service: dict[str, Any]) -> None:
+        command = o.get("command", str, None, text=True)
+        if "command" not in self.raw or (command is not None and not command.strip()):
+            self.c.problem(self.section, "command", "is missing; supervisord refuses that too")
+        if command is None or not command.strip():
+            return
+        try:
+            words = shlex.split(command)
+        except ValueError as exc:
+            why = f"can't be split into words ({str(exc).lower()}); supervisord can't run it either"
+            self.c.problem(self.section, "command", why)
+            return
+        service["command"] = o.finish(command)
+        if words and os.path.basename(words[0]) not in _SHELLS:
+            for word in words[1:]:
+                if word in _SHELL_WORDS or _SHELL_SYNTAX.search(word):
+                    text = (
+                        f"{word!r} looks like shell syntax, but supervisord runs commands"
+                        " without a shell, as tinit does, so it stays a literal argument; if you"
+                        " meant a shell, add shell: true"
+                    )
+                    self.note("command", text)
+                    break
+
+    def _place(self, o: _Options, service: dict[str, Any]) -> None:
+        directory = o.get("directory", str, None, text=True)
+        if directory is not None:
+            if not directory.startswith(("/", o.exp.marker)):
+                why = "is relative: tinit reads it from the YAML file's directory"
+                self.note("directory", f"{why}, supervisord from its own working directory")
+            service["workdir"] = o.finish(directory)
+        user = o.get("user", str, self.c.global_user, text=True)
+        if user is not None:
+            service["user"] = o.finish(user)
+        umask = o.get("umask", ini.octal, None)
+        if umask is not None and umask > 0o777:
+            self.c.problem(self.section, "umask", f"{umask:o} is more than 777")
+        elif umask is not None:
+            service["umask"] = f"{umask:03o}"
+
+    def _restart(self, o: _Options, service: dict[str, Any]) -> None:
+        restart = o.get("autorestart", ini.auto_restart, "on-failure")
+        startsecs = o.get("startsecs", lambda v: ini.integer(v, 0), None)
+        retries = o.get("startretries", lambda v: ini.integer(v, 0), None)
+        codes = o.get("exitcodes", ini.exit_codes, [0])
+        if restart == "never" and startsecs == 0:
+            service["oneshot"] = True
+            text = (
+                "autorestart=false with startsecs=0 is a task that runs once: it became"
+                " oneshot: true (dependents can wait for it with depends_on: {NAME: completed})"
+            )
+            self.note("autorestart", text)
+        elif restart != "on-failure":
+            service["restart"] = restart
+        if codes != [0]:
+            service["success_exit_codes"] = sorted(set(codes))
+        if service.get("oneshot") or restart == "never":
+            return
+        if startsecs == 0:
+            service["max_restarts"] = None
+            text = (
+                "startsecs=0 counts every start as a success, so supervisord restarts without"
+                " limit: max_restarts: null (tinit still backs off between restarts)"
+            )
+            self.note("startsecs", text)
+        elif startsecs is not None or retries is not None:
+            seconds = 1 if startsecs is None else startsecs
+            service["max_restarts"] = 3 if retries is None else retries
+            service["backoff"] = {"reset_after": f"{seconds}s"}
+            if startsecs is not None:
+                text = (
+                    f"tinit has no start-up grace period: backoff.reset_after: {seconds}s makes"
+                    f" max_restarts count only runs shorter than {seconds}s, like startretries;"
+                    " add a ready: probe to say when it is really up"
+                )
+                self.note("startsecs", text)
+
+    def _stop(self, o: _Options, service: dict[str, Any]) -> None:
+        signum = o.get("stopsignal", ini.signal_number, int(signal.SIGTERM))
+        if signum != signal.SIGTERM:
+            service["stop_signal"] = signal.Signals(signum).name
+        if "stopwaitsecs" in self.raw:
+            service["stop_timeout"] = f"{o.get('stopwaitsecs', lambda v: ini.integer(v, 0), 10)}s"
+        stopasgroup = o.get("stopasgroup", ini.boolean, False)
+        killasgroup = o.get("killasgroup", ini.boolean, stopasgroup)
+        if stopasgroup and not killasgroup:
+            self.c.problem(self.section, "killasgroup", "can't be false when stopasgroup is true")
+        group_notes = {
+            "stopasgroup": "tinit always sends the stop signal to the whole process group",
+            "killasgroup": "tinit always SIGKILLs the whole process group (and cgroup)",
+        }
+        for option, text in group_notes.items():
+            if option in self.raw and not o.get(option, ini.boolean, False):
+                self.note(option, text)
+
+    def _output(self, o: _Options) -> str | bool | None:
+        """The ``output:`` of the service: None to discard it, False for the default."""
+        redirect = o.get("redirect_stderr", ini.boolean, False)
+        streams = ["stdout"] if redirect else ["stdout", "stderr"]
+        if redirect and ini.logfile(self.raw.get("stderr_logfile", "AUTO")) not in ("AUTO", "NONE"):
+            self.note("stderr_logfile", "ignored, as supervisord does, since redirect_stderr=true")
+        where = {s: o.get(f"{s}_logfile", ini.logfile, "AUTO", text=True) for s in streams}
+        for stream in ("stdout", "stderr"):
+            self._stream_notes(o, stream, where.get(stream))
+        files = [(s, w) for s, w in where.items() if w not in ("AUTO", "NONE", "SYSLOG", *_CONSOLE)]
+        if files:
+            stream, path = files[0]
+            if not path.startswith(("/", o.exp.marker)):
+                here = os.path.dirname(os.path.abspath(self.c.ini.file_of(self.section)))
+                path = os.path.join(here, path)
+                why = "is relative: made absolute from the config file's directory"
+                self.note(f"{stream}_logfile", why)
+            for other, target in where.items():
+                if other != stream and target != files[0][1]:
+                    why = f"tinit has one output per service: {other} goes to {path} too"
+                    self.note(f"{other}_logfile", why)
+            self._rotation_note(o, [s for s, w in where.items() if w == files[0][1]], path)
+            return f"file:{o.finish(path)}"
+        if all(w == "NONE" for w in where.values()):
+            return None
+        for stream, target in where.items():
+            if target == "NONE":
+                self.note(f"{stream}_logfile", "tinit can't discard one stream only; it is shown")
+        return False
+
+    def _stream_notes(self, o: _Options, stream: str, where: str | None) -> None:
+        written = [f"{stream}_{option}" for option in _STREAM_OPTIONS[:3]]
+        if where == "AUTO" and any(option in self.raw for option in written):
+            why = "tinit keeps no AUTO log file: it prints the output and keeps its last lines"
+            self.note(f"{stream}_logfile", f"{why} for `tinit logs`")
+        if where == "SYSLOG" or o.get(f"{stream}_syslog", ini.boolean, False):
+            option = f"{stream}_syslog" if where != "SYSLOG" else f"{stream}_logfile"
+            self.note(option, "tinit doesn't write to syslog; the output goes where output: says")
+        if o.get(f"{stream}_capture_maxbytes", ini.byte_size, 0):
+            self.note(f"{stream}_capture_maxbytes", "only feeds event listeners, which tinit lacks")
+        if o.get(f"{stream}_events_enabled", ini.boolean, False):
+            self.note(f"{stream}_events_enabled", "only feeds event listeners, which tinit lacks")
+        o.get(f"{stream}_logfile_backups", lambda v: ini.integer(v, 0), 10)
+
+    def _rotation_note(self, o: _Options, streams: list[str], path: str) -> None:
+        for stream in streams:
+            size = o.get(f"{stream}_logfile_maxbytes", ini.byte_size, 50 * 1024**2)
+            if size:
+                backups = o.get(f"{stream}_logfile_backups", lambda v: ini.integer(v, 0), 10)
+                text = (
+                    f"tinit appends to {path} and never rotates it (supervisord rotated it at"
+                    f" {_size(size)}, keeping {backups}); rotate it with logrotate's copytruncate"
+                )
+                self.note(f"{stream}_logfile_maxbytes", text)
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if size % scale == 0:
+            return f"{size // scale}{unit}"
+    return f"{size} bytes"
+
+
+def _listener_note(raw: Mapping[str, str]) -> str:
+    events = {e.strip().upper() for e in raw.get("events", "").split(",") if e.strip()}
+    hints = []
+    if any(e.startswith("PROCESS_STATE") for e in events):
+        hints.append("to end the container when a service fails for good, mark it critical: true")
+    if any(e.startswith("PROCESS_LOG") for e in events):
+        hints.append("tinit already shows each service's output with its name (output: prefix)")
+    if any(e.startswith("TICK") for e in events):
+        hints.append("for periodic checks, give the service a health: probe")
+    if "memmon" in raw.get("command", ""):
+        hints.append("to cap memory, set limits: {memory: SIZE}")
+    text = "event listeners are not supported; not converted"
+    return "; ".join([text, *hints])
+
+
+def _render(
+    document: dict[str, Any], filename: str, included: list[str], notes: list[Finding]
+) -> str:
+    import textwrap
+
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        """Lists on one line (``depends_on: [a, b]``), and no ``&anchors``."""
+
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    def flow_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+
+    Dumper.add_representer(list, flow_list)
+    base = os.path.dirname(os.path.abspath(filename))
+    lines = [f"# Converted by `tinit import supervisord` from {filename}"]
+    if included:
+        names = ", ".join(os.path.relpath(os.path.abspath(p), base) for p in included)
+        wrap = textwrap.wrap(f"(with {names})", 98, break_long_words=False)
+        lines += [f"# {line}" for line in wrap]
+    lines.append("# Check it with `tinit check`; docs/migrating.md says how each option maps.")
+    if notes:
+        lines += ["#", "# What did not carry over one to one:"]
+        main = os.path.abspath(filename)
+        for note in notes:
+            text = note.local if os.path.abspath(note.file) == main else str(note)
+            lines += textwrap.wrap(
+                text,
+                98,
+                initial_indent="# - ",
+                subsequent_indent="#   ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+    body = yaml.dump(
+        document,
+        Dumper=Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        width=4096,
+        allow_unicode=True,
+    )
+    return "\n".join(lines) + "\n" + body
+
+
+__all__ = ["ConversionError", "add_parser", "convert_supervisord", "run"]
