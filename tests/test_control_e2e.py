@@ -280,3 +280,13 @@ def test_status_round_trip_is_quick_enough_to_poll(stack: Tinit) -> None:
     assert time.monotonic() - began < 5
     stack.signal(signal.SIGTERM)
     finish(stack)
+
+
+def test_tinit_has_one_thread_with_control_socket_and_health_endpoint(stack: Tinit) -> None:
+    """Regression: trio bound the control socket in a worker thread that lived on
+    for ~10 s, and tinit forks services on the assumption it has no other thread."""
+    assert os.listdir(f"/proc/{stack.pid}/task") == [str(stack.pid)]
+    assert cli(stack, "restart", "worker").returncode == 0  # forks while serving
+    assert os.listdir(f"/proc/{stack.pid}/task") == [str(stack.pid)]
+    stack.signal(signal.SIGTERM)
+    finish(stack)

@@ -176,11 +176,15 @@ async def _bind(path: str) -> tuple[trio.socket.SocketType, tuple[int, int]]:
     try:
         _make_directory(os.path.dirname(path) or ".")
         await _remove_stale(path)
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     except OSError as exc:
         raise _cannot_make(path, exc) from None
+    sock = trio.socket.from_stdlib_socket(raw)
     try:
-        await sock.bind(path)
+        # The blocking bind of the stdlib socket, not trio's: trio binds
+        # AF_UNIX sockets in a worker thread, and tinit forks its children on
+        # the assumption that it never has a second thread (spawn.py).
+        raw.bind(path)
         # Before listen(): until then a connect is refused, so no client ever
         # reaches the socket with the umask's mode.
         os.chmod(path, 0o600)
