@@ -16,7 +16,7 @@ import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -233,32 +233,108 @@ class FileWatch:
 
     cgroupfs calls ``kernfs_notify`` whenever the value of an events file
     changes, which raises IN_MODIFY for inotify (and POLLPRI for poll, which
-    trio cannot wait for). Reading the events is only needed to clear the fd.
+    trio cannot wait for).
+
+    Every watch shares one inotify instance per trio run (see _Inotify):
+    closing an inotify instance waits for an RCU grace period (about 10 ms
+    here), so one instance per wait put that much on tinit's only thread for
+    every service stopped, and the per-user instance limit (128) could run out.
     """
 
     def __init__(self, path: str) -> None:
-        libc = _libc()
-        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if fd < 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code), path)
-        if libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY) < 0:
-            code = ctypes.get_errno()
-            os.close(fd)
-            raise OSError(code, os.strerror(code), path)
-        self.fd = fd
-        #: False once the kernel dropped the watch (the file or cgroup is gone)
-        self.alive = True
+        self._inotify = _Inotify.current()
+        self._watched = self._inotify.add(path)
+        self._closed = False
+
+    @property
+    def alive(self) -> bool:
+        """False once the kernel dropped the watch (the file or cgroup is gone)."""
+        return self._watched.alive
 
     async def wait(self, timeout: float) -> None:
         """Return after the next change, or after ``timeout`` seconds at the latest."""
         import trio
 
         with trio.move_on_after(timeout):
-            await trio.lowlevel.wait_readable(self.fd)
-        self._drain()
+            await self._watched.changed.wait()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._inotify.remove(self._watched)
+
+
+class _Watched:
+    __slots__ = ("alive", "changed", "refs", "wd")
+
+    def __init__(self, wd: int) -> None:
+        import trio
+
+        self.wd = wd
+        self.refs = 1
+        self.alive = True
+        self.changed = trio.Event()
+
+
+class _Inotify:
+    """The one inotify instance of a trio run, and the system task that reads it."""
+
+    def __init__(self) -> None:
+        import trio
+
+        libc = _libc()
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), "inotify")
+        self.fd = fd
+        self._watches: dict[int, _Watched] = {}
+        trio.lowlevel.spawn_system_task(self._serve, name="tinit inotify")
+
+    @classmethod
+    def current(cls) -> _Inotify:
+        instance: _Inotify | None = _inotify_var().get(None)
+        if instance is None:
+            instance = cls()
+            _inotify_var().set(instance)
+        return instance
+
+    def add(self, path: str) -> _Watched:
+        # The same file watched twice gets the same watch descriptor back.
+        wd = _libc().inotify_add_watch(self.fd, os.fsencode(path), _IN_MODIFY)
+        if wd < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), path)
+        watched = self._watches.get(wd)
+        if watched is not None and watched.alive:
+            watched.refs += 1
+            return watched
+        watched = self._watches[wd] = _Watched(wd)
+        return watched
+
+    def remove(self, watched: _Watched) -> None:
+        watched.refs -= 1
+        if watched.refs > 0 or self._watches.get(watched.wd) is not watched:
+            return
+        del self._watches[watched.wd]
+        if watched.alive:
+            _libc().inotify_rm_watch(self.fd, watched.wd)  # EINVAL if already gone: fine
+
+    async def _serve(self) -> None:
+        import trio
+
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self.fd)
+                self._drain()
+        finally:
+            _inotify_var().set(None)
+            self._watches.clear()
+            os.close(self.fd)
 
     def _drain(self) -> None:
+        import trio
+
         while True:
             try:
                 data = os.read(self.fd, 4096)
@@ -266,17 +342,31 @@ class FileWatch:
                 return
             offset = 0
             while offset + _INOTIFY_HEADER <= len(data):
+                wd = int.from_bytes(data[offset : offset + 4], "little", signed=True)
                 mask = int.from_bytes(data[offset + 4 : offset + 8], "little")
                 length = int.from_bytes(data[offset + 12 : offset + 16], "little")
-                if mask & _IN_IGNORED:
-                    self.alive = False
                 offset += _INOTIFY_HEADER + length
+                watched = self._watches.get(wd)
+                if watched is None:
+                    continue
+                if mask & _IN_IGNORED:
+                    watched.alive = False
+                    del self._watches[wd]
+                watched.changed.set()
+                watched.changed = trio.Event()
 
-    def close(self) -> None:
+
+_INOTIFY: Any = None
+
+
+def _inotify_var() -> Any:
+    """The RunVar holding this trio run's _Inotify (made on first use: trio loads lazily)."""
+    global _INOTIFY
+    if _INOTIFY is None:
         import trio
 
-        trio.lowlevel.notify_closing(self.fd)
-        os.close(self.fd)
+        _INOTIFY = trio.lowlevel.RunVar("tinit_inotify")
+    return _INOTIFY
 
 
 class _Sleep:
@@ -324,5 +414,7 @@ def _libc() -> ctypes.CDLL:
         libc.inotify_init1.restype = ctypes.c_int
         libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         libc.inotify_add_watch.restype = ctypes.c_int
+        libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.inotify_rm_watch.restype = ctypes.c_int
         _LIBC = libc
     return _LIBC
