@@ -160,6 +160,7 @@ class ServiceRunner:
                 return
             await self._loop()
         finally:
+            self._release_cgroup()
             if self.outcome is None:
                 self.outcome = "stopped"
             self.finished.set()
@@ -320,17 +321,30 @@ class ServiceRunner:
     # -- cgroups --------------------------------------------------------------
 
     def _make_cgroup(self) -> ServiceCgroup | None:
+        """The service's cgroup for this run: made on the first run, kept across restarts.
+
+        Removing and re-creating a cgroup for every restart costs the kernel
+        RCU grace periods on the way to the next exec; an empty cgroup kept
+        for the next run costs nothing. It is removed when the service ends
+        for good (``_release_cgroup``).
+        """
         if self._ctx.cgroups is None:
             return None
-        svc = self.service
-        cgroup = self._ctx.cgroups.create(svc.name, svc.limits, svc.oom_group)
+        cgroup = self.cgroup
+        if cgroup is None:
+            svc = self.service
+            cgroup = self._ctx.cgroups.create(svc.name, svc.limits, svc.oom_group)
         self._oom_base = cgroup.oom_kills()
         self._oom_this_run = 0
         return cgroup
 
     def _drop_cgroup(self) -> None:
+        """End of a run: report any OOM kill not reported yet; the cgroup stays."""
         if self.cgroup is not None:
             self._check_oom(self.cgroup.oom_kills())
+
+    def _release_cgroup(self) -> None:
+        if self.cgroup is not None:
             self.cgroup.remove()
             self.cgroup = None
 
