@@ -146,8 +146,13 @@ def main() -> int:
                     sock, cmd, clients, args.seconds
                 )
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        # SIGTERM, not SIGKILL: tinit removes its cgroups on the way out.
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
     trip = results["status_round_trip_ms"]
     best = max(v for k, v in results.items() if k.endswith("_clients"))
