@@ -325,7 +325,10 @@ def test_job_control_signals_never_stop_tinit(tmp_path: Path) -> None:
 
 
 def _sigterm_held_or_caught(pid: int) -> bool:
+    """True once tinit itself (not unshare's child before its exec) holds or handles TERM."""
     try:
+        if not Path(f"/proc/{pid}/comm").read_text().startswith("python"):
+            return False  # still unshare, between its fork and its exec
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return False

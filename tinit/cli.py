@@ -73,6 +73,16 @@ def _build_parser(first: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--no-cgroups", action="store_true", default=None)
     run.add_argument("--control-socket", metavar="PATH")
     run.add_argument(
+        "--isolate",
+        nargs="?",
+        const="yes",
+        metavar="net",
+        help="run in new PID, mount, UTS and IPC namespaces (=net: a network namespace too)",
+    )
+    run.add_argument(
+        "--hostname", help="the hostname inside --isolate (default: the config's name)"
+    )
+    run.add_argument(
         "--stop-timeout",
         metavar="DURATION",
         help="one-command mode: how long leftovers get between SIGTERM and SIGKILL (default 5s)",
@@ -140,13 +150,31 @@ def _cmd_run(args: argparse.Namespace, command: list[str] | None) -> int:
         "TINIT_LOG_LEVEL", args.log_level, ("debug", "info", "warning", "error")
     )
     _env_flag("TINIT_SUBREAPER", args.subreaper)  # validated; a subreaper is always made
+    if args.isolate not in (None, "yes", "net"):
+        raise UsageError(f"--isolate takes no value or 'net', not {args.isolate!r}")
+    if args.hostname is not None and args.isolate is None:
+        raise UsageError("--hostname only means something with --isolate")
     if command is not None:
         if args.config is not None:
             raise UsageError(f"give either CONFIG or -- CMD, not both (got {args.config!r})")
         if not command:
             raise UsageError("nothing to run after '--' (usage: tinit run -- CMD [ARG...])")
+        if args.isolate is not None:
+            code = _isolate(args.isolate == "net", args.hostname, None, command)
+            if code is not None:
+                return code
         return _run_command(command, args, log_format, log_level)
     return _run_services(args, log_format, log_level)
+
+
+def _isolate(
+    net: bool, hostname: str | None, config: str | None, command: list[str] | None
+) -> int | None:
+    """Enter the namespaces of --isolate: None in the inner PID 1, the exit code outside."""
+    from . import isolate
+
+    name = hostname or isolate.default_hostname(config, command)
+    return isolate.enter(net=net, hostname=name)
 
 
 def _run_services(args: argparse.Namespace, log_format: str | None, log_level: str | None) -> int:
@@ -166,6 +194,14 @@ def _run_services(args: argparse.Namespace, log_format: str | None, log_level: s
     log = make_logger(level=log_level or settings.log_level, fmt=log_format or settings.log_format)
     for warning in config.warnings:
         log.info("config_warning", problem=str(warning))
+    isolated = args.isolate if args.isolate is not None else settings.isolate
+    if isolated:
+        code = _isolate(isolated == "net", args.hostname, path, None)
+        if code is not None:
+            return code
+    from ._loadtrio import load_trio
+
+    load_trio()
     from .supervisor import run_services
 
     no_cgroups = _env_flag("TINIT_NO_CGROUPS", args.no_cgroups)

@@ -60,6 +60,9 @@ def run_command(argv: Sequence[str], *, stop_timeout: float, log: Log) -> int:
     # SIGCHLD stays held until the reaper's receiver is open.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, signals.FORWARDABLE)
 
+    from ._loadtrio import load_trio
+
+    load_trio()
     import trio
 
     return trio.run(_supervise, child, err_r, argv[0], reaper, forwarder, stop_timeout, log)
