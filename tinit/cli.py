@@ -190,6 +190,11 @@ def _run_services(args: argparse.Namespace, log_format: str | None, log_level: s
         for problem in exc.problems:
             print(f"tinit: {problem}", file=sys.stderr)
         return exc.exit_code
+    refusals = _unavailable_namespaces(config)
+    if refusals:
+        for line in refusals:
+            print(f"tinit: {line}", file=sys.stderr)
+        return EX_USAGE
     settings = config.settings
     log = make_logger(level=log_level or settings.log_level, fmt=log_format or settings.log_format)
     for warning in config.warnings:
@@ -249,12 +254,33 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if not args.offline:
         for line in _unenforceable_limits(config):
             print(line, file=sys.stderr)
+        refusals = _unavailable_namespaces(config)
+        if refusals:
+            for line in refusals:
+                print(line, file=sys.stderr)
+            return EX_USAGE
     document = to_document(config)
     if args.json:
         print(json.dumps(document, indent=2))
     else:
         print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), end="")
     return 0
+
+
+def _unavailable_namespaces(config: Config) -> list[str]:
+    """One line per service whose `namespaces:` this host cannot provide (SPEC §12)."""
+    from .config import Namespaces
+
+    lines = []
+    for name, service in config.services.items():
+        if service.namespaces == Namespaces():
+            continue
+        from .namespaces import host_support
+
+        problem = host_support(service.namespaces)
+        if problem:
+            lines.append(f"{config.path}: services.{name}.namespaces: {problem}")
+    return lines
 
 
 def _unenforceable_limits(config: Config) -> list[str]:

@@ -619,7 +619,22 @@ class _Loader:
             namespaces=f.get("namespaces", self._namespaces, Namespaces()),
         )
         nodes = {dep: (name_node, node) for dep, (_, name_node, node) in dependencies.items()}
+        self._check_network(service, f)
         return _Draft(self._check_oneshot(service, f), entry.key_node, nodes)
+
+    def _check_network(self, service: Service, f: Fields) -> None:
+        """tcp and http probes run in tinit's network: they can't reach a `network: none` service."""
+        if service.namespaces.network != "none":
+            return
+        for key in ("ready", "health"):
+            probe = getattr(service, key)
+            if probe is not None and probe.kind in ("tcp", "http"):
+                why = (
+                    f"a {probe.kind} probe connects from tinit's network, which can't reach a"
+                    " service with namespaces.network: none"
+                )
+                fix = "use an exec or notify_fd probe, or drop network: none"
+                self.reader.report(f.node(key), f"{f.path}.{key}", f"{why}; {fix}")
 
     def _check_oneshot(self, service: Service, f: Fields) -> Service:
         if not service.oneshot:

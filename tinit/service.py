@@ -21,11 +21,12 @@ import pwd
 import random
 import signal
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
 from . import probes, procs, spawn
+from .config import Namespaces
 from .errors import SpawnError, TinitError
 from .output import Output, Ring
 from .privileges import resolve as resolve_privileges
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 #: Environment variables a runtime may hand to tinit that only ever mean
 #: something to tinit itself (research/painpoints.md §2.20).
 _RUNTIME_ONLY = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+#: a service with these shares tinit's namespaces: nothing to set up
+_HOST_NAMESPACES: Final = Namespaces()
 #: How long a stopped run's output may take to drain after its processes are gone.
 _OUTPUT_GRACE = 1.0
 
@@ -591,6 +594,7 @@ class ServiceRunner:
             umask=svc.umask,
             privileges=privileges,
             cgroup_procs=procs_fd if procs_fd >= 0 else None,
+            namespaces=None if svc.namespaces == _HOST_NAMESPACES else svc.namespaces,
             pdeathsig=None if self._ctx.pid1 else signal.SIGKILL,
         )
 

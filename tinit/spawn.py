@@ -34,6 +34,7 @@ from .errors import SpawnError
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from .config import Namespaces
     from .privileges import Privileges
     from .reaper import Child, Reaper
 
@@ -68,6 +69,9 @@ class ChildSpec:
     pdeathsig: int | None = None
     #: an open ``cgroup.procs`` fd the child writes itself into before exec.
     cgroup_procs: int | None = None
+    #: the service's own namespaces (namespaces.py); ``pid: private`` forks
+    #: the child into a new PID namespace where it is the init (see start)
+    namespaces: Namespaces | None = None
 
 
 def resolve(command: str, env: Mapping[str, str]) -> str:
@@ -107,7 +111,7 @@ def start(spec: ChildSpec, reaper: Reaper) -> tuple[Child, int]:
     env = dict(spec.env)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = os.fork()
+        pid = _fork(private_pid=spec.namespaces is not None and spec.namespaces.pid == "private")
     except BaseException:
         os.close(err_r)
         os.close(err_w)
@@ -123,6 +127,32 @@ def start(spec: ChildSpec, reaper: Reaper) -> tuple[Child, int]:
         except OSError:
             pass  # the child already did it, or already exec'd, or died
     return reaper.watch(pid, pid), err_r
+
+
+def _fork(*, private_pid: bool) -> int:
+    """os.fork, into a new PID namespace (the child is its PID 1) when asked.
+
+    unshare(CLONE_NEWPID) changes the PID namespace of this process's next
+    children; setns back to its own right after the fork restores it, in
+    the same synchronous step, so no other child is ever born in there.
+    """
+    if not private_pid:
+        return os.fork()
+    from . import namespaces as ns
+
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        ns.unshare(ns.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        except BaseException:
+            ns.setns(own, ns.CLONE_NEWPID)
+            raise
+        if pid != 0:
+            ns.setns(own, ns.CLONE_NEWPID)
+        return pid
+    finally:
+        os.close(own)
 
 
 async def wait_exec(child: Child, err_r: int, command: str) -> None:
@@ -181,6 +211,16 @@ def _child_main(  # pragma: no cover - runs in the forked child
             os.write(spec.cgroup_procs, b"0")
         stage = "set up fds"
         _arrange_fds(spec, err_w)
+        if spec.namespaces is not None:
+            # As root still (mounts need CAP_SYS_ADMIN), and before chdir: a
+            # directory entered earlier would keep pointing into the host's view.
+            stage = "set up namespaces"
+            from .namespaces import apply_in_child as enter_namespaces
+
+            enter_namespaces(spec.namespaces)
+            if spec.namespaces.pid == "private":
+                stage = "start the service under its own init"
+                _init_of_private_pid_namespace(spec, err_w)
         if spec.umask is not None:
             os.umask(spec.umask)
         if spec.privileges is not None:
@@ -205,6 +245,51 @@ def _child_main(  # pragma: no cover - runs in the forked child
     except BaseException as exc:
         _report(err_w, f"{stage}\0{errno.EINVAL}\0{type(exc).__name__}: {exc}")
         os._exit(126)
+
+
+def _init_of_private_pid_namespace(spec: ChildSpec, err_w: int) -> None:  # pragma: no cover
+    """``pid: private``: this process is PID 1 of the service's PID namespace.
+
+    It mounts the namespace's own /proc, forks the service (which returns
+    from here and goes on to exec), and stays as the namespace's init:
+    signals it gets go to the service's process group, every process of the
+    namespace is reaped here (orphans are reparented to a namespace's PID 1,
+    never to a subreaper outside it), and when the service exits this init
+    exits with its status -- 128+N for a death by signal N, since a PID 1
+    cannot die of a signal it sends itself. The kernel then ends whatever
+    else is left in the namespace.
+    """
+    from . import namespaces as ns
+
+    ns.unshare(ns.CLONE_NEWNS)
+    ns.make_mounts_private()
+    ns.mount_proc("/proc")
+    service = os.fork()
+    if service == 0:
+        # The service's own group: a stop signal sent to the init's group
+        # reaches the init alone, which passes it on -- never twice.
+        os.setpgid(0, 0)
+        _set_pdeathsig(signal.SIGKILL)  # die with this init
+        return
+    os.close(err_w)  # the service holds it until its exec: EOF then means "started"
+    waited = set(_RESETTABLE) | {signal.SIGCHLD}
+    while True:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                os._exit(1)
+            if pid == 0:
+                break
+            if pid == service:
+                code = os.waitstatus_to_exitcode(status)
+                os._exit(128 - code if code < 0 else code)
+        info = signal.sigwaitinfo(waited)
+        if info.si_signo != signal.SIGCHLD:
+            try:
+                os.killpg(service, info.si_signo)
+            except OSError:
+                pass  # gone: the next SIGCHLD says how
 
 
 def _report(err_w: int, message: str) -> None:  # pragma: no cover - child only
