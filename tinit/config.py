@@ -623,15 +623,16 @@ class _Loader:
         return _Draft(self._check_oneshot(service, f), entry.key_node, nodes)
 
     def _check_network(self, service: Service, f: Fields) -> None:
-        """tcp and http probes run in tinit's network: they can't reach a `network: none` service."""
+        """tcp and http probes run in tinit's network: none of them reaches `network: none`."""
         if service.namespaces.network != "none":
             return
         for key in ("ready", "health"):
             probe = getattr(service, key)
             if probe is not None and probe.kind in ("tcp", "http"):
+                article = "an" if probe.kind == "http" else "a"
                 why = (
-                    f"a {probe.kind} probe connects from tinit's network, which can't reach a"
-                    " service with namespaces.network: none"
+                    f"{article} {probe.kind} probe connects from tinit's network, which can't"
+                    " reach a service with namespaces.network: none"
                 )
                 fix = "use an exec or notify_fd probe, or drop network: none"
                 self.reader.report(f.node(key), f"{f.path}.{key}", f"{why}; {fix}")
