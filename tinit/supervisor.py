@@ -398,6 +398,7 @@ class Supervisor:
             remap=self.config.settings.exit_code_remap,
         )
 
+
 def _width(config: Config) -> int:
     """The prefix width: the longest service name."""
     return max(len(name) for name in config.services)
