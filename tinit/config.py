@@ -68,6 +68,10 @@ Restart = Literal["always", "on-failure", "never"]
 Condition = Literal["started", "ready", "completed"]
 
 SERVICE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+#: cgroup v2 interface files are CONTROLLER.KEY: a service cgroup can't share such a name
+_CGROUP_FILE_PREFIXES: Final = frozenset(
+    {"cgroup", "cpu", "cpuset", "io", "memory", "pids", "hugetlb", "rdma", "misc", "irq"}
+)
 PROBE_KINDS: Final[tuple[ProbeKind, ...]] = ("tcp", "http", "exec", "notify_fd")
 RESTARTS: Final[tuple[Restart, ...]] = ("always", "on-failure", "never")
 CONDITIONS: Final[tuple[Condition, ...]] = ("started", "ready", "completed")
@@ -562,6 +566,9 @@ class _Loader:
             if not SERVICE_NAME.fullmatch(name):
                 rule = "use letters, digits, '_', '.' and '-', starting with a letter or digit"
                 r.report(entry.key_node, path, f"{name!r} is not a valid name; {rule}")
+            elif name.split(".", 1)[0] in _CGROUP_FILE_PREFIXES and "." in name:
+                why = "names like it are taken by cgroup interface files (ROOT/services/NAME)"
+                r.report(entry.key_node, path, f"{name!r} can't name a service: {why}; rename it")
         return entries
 
     def _service(self, name: str, entry: Entry) -> _Draft:

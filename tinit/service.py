@@ -302,12 +302,14 @@ class ServiceRunner:
                 if self.cgroup is not None:
                     nursery.start_soon(self.cgroup.watch_oom, self._on_oom)
                 status = await child.wait()
+                # Whatever the main process left gets the stop sequence before
+                # the exit is reported (SPEC §11): the event marks the end of
+                # the run, when nothing of it is left.
                 if not self._terminating:
-                    self._log_exit(child, status)
                     await self._terminate(child, leftovers_only=True)
                 else:
                     await self._terminated.wait()
-                    self._log_exit(child, status)
+                self._log_exit(child, status)
                 with trio.move_on_after(_OUTPUT_GRACE):
                     await pumped.wait()
                 nursery.cancel_scope.cancel()
