@@ -166,9 +166,9 @@ def main() -> int:
     )
     for key, value in results.items():
         if key.endswith("_clients"):
-            cmd, _, _, clients, _ = key.split("_")
+            cmd, _, _, count, _ = key.split("_")
             met = "yes" if value >= 2000 else "no"
-            print(f"| `{cmd}` requests/s, {clients} client(s) | {value:,.0f} | >= 2,000 | {met} |")
+            print(f"| `{cmd}` requests/s, {count} client(s) | {value:,.0f} | >= 2,000 | {met} |")
     print(f"\nbest rate: {best:,.0f} requests/s")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
