@@ -121,3 +121,21 @@ def test_without_cap_sys_admin_isolate_is_one_line_and_exit_2() -> None:
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith("tinit: --isolate: cannot ")
     assert "Traceback" not in done.stderr
+
+
+def test_isolate_before_the_config_path_does_not_swallow_it(tmp_path: Path) -> None:
+    """Regression: --isolate took an optional value, so `tinit run --isolate FILE`
+    read FILE as that value and refused it."""
+    config = write_config(
+        tmp_path,
+        """
+        version: 1
+        settings: {control_socket: null}
+        services:
+          app: {command: "hostname", restart: never}
+        """,
+        name="box3.yaml",
+    )
+    rc, out, err = Tinit("run", "--isolate", str(config), namespace=False).wait()
+    assert rc == 0, err
+    assert out.strip().endswith("box3")

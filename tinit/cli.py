@@ -72,13 +72,16 @@ def _build_parser(first: str | None = None) -> argparse.ArgumentParser:
     )
     run.add_argument("--no-cgroups", action="store_true", default=None)
     run.add_argument("--control-socket", metavar="PATH")
+    # `--isolate` takes no separate value (it must not swallow CONFIG);
+    # `--isolate=net` is rewritten to the hidden --isolate-net (see run_cli).
     run.add_argument(
         "--isolate",
-        nargs="?",
+        action="store_const",
         const="yes",
-        metavar="net",
-        help="run in new PID, mount, UTS and IPC namespaces (=net: a network namespace too)",
+        help="run in new PID, mount, UTS and IPC namespaces (--isolate=net: a network one too)",
     )
+    run.add_argument("--isolate-net", dest="isolate", action="store_const", const="net",
+                     help=argparse.SUPPRESS)  # fmt: skip
     run.add_argument(
         "--hostname", help="the hostname inside --isolate (default: the config's name)"
     )
@@ -136,6 +139,16 @@ def _env_flag(name: str, value: bool | None) -> bool:
     raise UsageError(f"{name}: expected 1/true/yes or 0/false/no, got {raw!r}")
 
 
+def _isolate_option(arg: str) -> str:
+    """``--isolate=net`` -> ``--isolate-net``; any other ``--isolate=X`` is a usage error."""
+    if not arg.startswith("--isolate="):
+        return arg
+    value = arg.partition("=")[2]
+    if value == "net":
+        return "--isolate-net"
+    raise UsageError(f"--isolate takes no value or =net, not {value!r}")
+
+
 def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
     """Split ``run`` arguments at the first ``--``: (tinit's own, the command)."""
     if "--" not in argv:
@@ -150,8 +163,6 @@ def _cmd_run(args: argparse.Namespace, command: list[str] | None) -> int:
         "TINIT_LOG_LEVEL", args.log_level, ("debug", "info", "warning", "error")
     )
     _env_flag("TINIT_SUBREAPER", args.subreaper)  # validated; a subreaper is always made
-    if args.isolate not in (None, "yes", "net"):
-        raise UsageError(f"--isolate takes no value or 'net', not {args.isolate!r}")
     if args.hostname is not None and args.isolate is None:
         raise UsageError("--hostname only means something with --isolate")
     if command is not None:
@@ -308,6 +319,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         command = None
         if raw and raw[0] == "run":
             raw, command = _split_command(raw)
+            raw = [_isolate_option(arg) for arg in raw]
         args = _build_parser(raw[0] if raw else None).parse_args(raw)
         if args.command == "run":
             return _cmd_run(args, command)
