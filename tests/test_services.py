@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.nsrun import wait_for
+from tests.nsrun import ROOT, tinit_argv, wait_for
 from tests.svcrun import finish, run_config, start, write_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -553,3 +553,54 @@ def test_stalled_stderr_does_not_freeze_tinit(tmp_path: Path) -> None:
     assert tinit.proc.wait(timeout=10) == 0
     result = finish(tinit, timeout=30)
     assert result.code == 0
+
+
+def test_slow_reader_loses_no_output_of_a_finished_run(tmp_path: Path) -> None:
+    """Regression: a run's output pump was cancelled one second after its processes
+    were gone, so with a slow reader the last lines of a run were lost (or torn)."""
+    config = write_config(
+        tmp_path,
+        """
+        version: 1
+        settings: {control_socket: null}
+        services:
+          chatty:
+            command: [PYTHON, -c, "import sys; [sys.stdout.write(f'line {i:06d} ' + 'x' * 90 + chr(10)) for i in range(12000)]"]
+            restart: never
+        """,
+    )
+    tinit = start(config, stdout=subprocess.PIPE)
+    assert tinit.proc.stdout is not None
+    received = b""
+    while chunk := os.read(tinit.proc.stdout.fileno(), 32768):  # ~200 KB/s: 6 s in all
+        received += chunk
+        time.sleep(0.15)
+    result = finish(tinit, timeout=60)
+    assert result.code == 0
+    lines = [line.split(" | ", 1)[1] for line in received.decode().splitlines()]
+    assert len(lines) == 12000
+    assert all(line.startswith(f"line {i:06d} ") for i, line in enumerate(lines))
+
+
+def test_operator_restart_does_not_start_anything_once_shutdown_began(tmp_path: Path) -> None:
+    """Regression: a `tinit restart` still stopping the old run when a shutdown began
+    started the new run anyway, in the middle of the shutdown."""
+    ready = tmp_path / "ready"
+    config = write_config(
+        tmp_path,
+        f"""
+        version: 1
+        services:
+          stubborn:
+            command: [PYTHON, -c, "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); open('{ready}', 'w').close(); time.sleep(60)"]
+            stop_timeout: 1500ms
+        """,
+    )
+    tinit = start(config)
+    assert wait_for(ready.exists)
+    restart = subprocess.Popen([*tinit_argv("restart", "stubborn")], env=tinit.env, cwd=ROOT)
+    time.sleep(0.5)  # the old run is still ignoring its SIGTERM
+    tinit.signal(signal.SIGTERM)
+    result = finish(tinit)
+    restart.wait(timeout=30)
+    assert len(result.named("service_starting", "stubborn")) == 1

@@ -366,6 +366,9 @@ class Output:
         self._read: dict[str, int] = {}
         self._held = {"stdout": 0, "stderr": 0}
         self.peak_buffered = 0
+        #: grows whenever output moves (read from the service, or written on):
+        #: the service runner waits for the pump while this keeps moving
+        self.progress = 0
         """Most bytes `buffered` has reached."""
 
     @property
@@ -466,10 +469,12 @@ class Output:
                 continue
             if not data:
                 break
+            self.progress += 1
             ts = time.time()
             blocks = lines.feed(data)
             for body in blocks:
                 await self._emit(stream, body, ts, len(data) + lines.pending)
+                self.progress += 1
             if not blocks:
                 await trio.lowlevel.checkpoint()
         last = lines.flush()

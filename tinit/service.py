@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 _RUNTIME_ONLY = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 #: a service with these shares tinit's namespaces: nothing to set up
 _HOST_NAMESPACES: Final = Namespaces()
-#: How long a stopped run's output may take to drain after its processes are gone.
-_OUTPUT_GRACE = 1.0
+#: How long a finished run's output may stand still before the rest is given up.
+_OUTPUT_GRACE = 5.0
 
 
 @dataclass
@@ -310,8 +310,7 @@ class ServiceRunner:
                 else:
                     await self._terminated.wait()
                 self._log_exit(child, status)
-                with trio.move_on_after(_OUTPUT_GRACE):
-                    await pumped.wait()
+                await self._drain_output(output, pumped)
                 nursery.cancel_scope.cancel()
         finally:
             self.child = None
@@ -322,6 +321,25 @@ class ServiceRunner:
             self._drop_cgroup()
             self.last_oom = self._oom_this_run > 0
         return status, trio.current_time() - started
+
+    async def _drain_output(self, output: Output, pumped: trio.Event) -> None:
+        """Let the run's output reach its reader before the run counts as over.
+
+        Nothing of the run is left, so EOF is coming; a slow reader only
+        slows it down. Only when nothing moves at all for a while (a process
+        outside the run still holds the pipe, or the reader stalled for good)
+        is the rest given up, and that is said.
+        """
+        seen = output.progress
+        while not pumped.is_set():
+            with trio.move_on_after(_OUTPUT_GRACE):
+                await pumped.wait()
+            if pumped.is_set():
+                return
+            if output.progress == seen:
+                self.log.warning("output_abandoned", after=_OUTPUT_GRACE, buffered=output.buffered)
+                return
+            seen = output.progress
 
     # -- cgroups --------------------------------------------------------------
 

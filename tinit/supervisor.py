@@ -195,6 +195,10 @@ class Supervisor:
             except ControlError as exc:
                 self.log.error("health_endpoint_unavailable", error=str(exc))
 
+    def shutdown_began(self) -> bool:
+        """Whether tinit is shutting down (read again after every wait: it can change)."""
+        return self._shutting_down
+
     @property
     def critical_failed(self) -> bool:
         """A critical service ended for good (``/healthz`` turns 503)."""
@@ -241,6 +245,8 @@ class Supervisor:
         self.log.info("service_restart_requested", service=name)
         self._replacing.add(runner)
         await runner.stop()
+        if self.shutdown_began():
+            return  # a shutdown began while the old run stopped: nothing starts now
         self._launch(runner.service, previous=runner)
 
     async def reload(self) -> dict[str, list[str]]:
@@ -270,6 +276,8 @@ class Supervisor:
                 nursery.start_soon(old[name].stop)
         for name in removed:
             del self.runners[name]
+        if self.shutdown_began():
+            return {"added": [], "removed": removed, "changed": [], "unchanged": unchanged}
         for name in changed:
             self._launch(new.services[name], previous=old[name])
         for name in added:
