@@ -76,6 +76,11 @@ class Tinit:
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)
 
+    def stderr_so_far(self) -> str:
+        """What tinit has written to stderr until now (the run goes on)."""
+        fd = self._err.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
     def wait(self, timeout: float = 20.0) -> tuple[int, str, str]:
         """Wait for the end; return (exit code, stdout, stderr)."""
         try:

@@ -290,3 +290,58 @@ def test_tinit_has_one_thread_with_control_socket_and_health_endpoint(stack: Tin
     assert os.listdir(f"/proc/{stack.pid}/task") == [str(stack.pid)]
     stack.signal(signal.SIGTERM)
     finish(stack)
+
+
+SLOW_TO_STOP = (
+    "version: 1\n"
+    "services:\n"
+    "  a: {command: 'sleep 600'}\n"
+    "  slow:\n"
+    '    command: "sh -c \'trap \\"sleep 1; exit 0\\" TERM; while :; do sleep 0.1; done\'"\n'
+    "    stop_timeout: 10s\n"
+)
+
+
+def test_two_sighup_reloads_at_once_apply_once_and_tinit_lives(tmp_path: Path) -> None:
+    config = write_config(tmp_path, SLOW_TO_STOP)
+    tinit = start(config)
+    assert wait_for(lambda: up(tinit, "a", "slow"), timeout=30)
+    config.write_text("version: 1\nservices:\n  a: {command: 'sleep 600'}\n")
+    tinit.signal(signal.SIGHUP)
+    time.sleep(0.3)  # the first reload is still waiting for slow to stop
+    tinit.signal(signal.SIGHUP)
+    assert wait_for(lambda: set(status(tinit)) == {"a"}, timeout=30)
+    time.sleep(0.5)
+    assert cli(tinit, "status").returncode == 0  # still alive after both reloads
+    tinit.signal(signal.SIGTERM)
+    done = finish(tinit)
+    assert done.code == 0, done.stderr[-2000:]
+    reloads = done.named("config_reloaded")
+    assert [r["removed"] for r in reloads] == [["slow"], []]
+    assert len(done.named("service_starting", "slow")) == 1
+
+
+def test_a_start_during_a_reload_that_removes_the_service_starts_nothing(tmp_path: Path) -> None:
+    config = write_config(tmp_path, SLOW_TO_STOP + "  quick: {command: 'sleep 600'}\n")
+    tinit = start(config)
+    assert wait_for(lambda: up(tinit, "a", "slow", "quick"), timeout=30)
+    config.write_text("version: 1\nservices:\n  a: {command: 'sleep 600'}\n")
+
+    def quick_stopped() -> bool:
+        return any(
+            '"service_stopped"' in line and '"quick"' in line
+            for line in tinit.stderr_so_far().splitlines()
+        )
+
+    with ThreadPoolExecutor(1) as pool:
+        reload = pool.submit(cli, tinit, "reload")
+        # quick is gone, and the reload still waits 1 s for slow's trap
+        assert wait_for(quick_stopped, timeout=10)
+        assert cli(tinit, "start", "quick").returncode == 0
+        assert reload.result(timeout=30).returncode == 0
+    time.sleep(0.5)
+    assert set(status(tinit)) == {"a"}
+    tinit.signal(signal.SIGTERM)
+    done = finish(tinit)
+    assert done.code == 0, done.stderr[-2000:]
+    assert len(done.named("service_starting", "quick")) == 1

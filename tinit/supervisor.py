@@ -125,6 +125,10 @@ class Supervisor:
         self._first_failure: ExitStatus | None = None
         #: runners being stopped to be replaced (restart, reload)
         self._replacing: set[ServiceRunner] = set()
+        #: one reload at a time: a second SIGHUP waits for the first to finish
+        self._reload_lock = trio.Lock()
+        #: names a reload is stopping to remove or replace: start/restart leave them
+        self._reloading: set[str] = set()
         self._ctx: Context
         self._root: trio.Nursery
         self.started_at = 0.0
@@ -226,7 +230,9 @@ class Supervisor:
     async def start_service(self, name: str) -> None:
         """Start a service that is stopped or ended; nothing if it runs."""
         runner = self._runner(name)
-        if self._shutting_down or not runner.finished.is_set():
+        if self._shutting_down or name in self._reloading or runner in self._replacing:
+            return  # a reload or restart owns this service's next run
+        if not runner.finished.is_set():
             return
         self.log.info("service_start_requested", service=name)
         self._launch(runner.service, previous=runner)
@@ -240,13 +246,15 @@ class Supervisor:
     async def restart_service(self, name: str) -> None:
         """Stop (if running) and start again; its dependents are left running."""
         runner = self._runner(name)
-        if self._shutting_down:
+        if self._shutting_down or name in self._reloading:
             return
         self.log.info("service_restart_requested", service=name)
         self._replacing.add(runner)
         await runner.stop()
-        if self.shutdown_began():
-            return  # a shutdown began while the old run stopped: nothing starts now
+        if self.shutdown_began() or name in self._reloading:
+            return  # a shutdown or a reload took over while the old run stopped
+        if self.runners.get(name) is not runner:
+            return  # another start or restart already launched the next run
         self._launch(runner.service, previous=runner)
 
     async def reload(self) -> dict[str, list[str]]:
@@ -256,10 +264,14 @@ class Supervisor:
         Added services start, removed ones stop, changed ones (any key that
         affects the process) restart, and the rest are left untouched.
         """
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> dict[str, list[str]]:
         from .config import load_config
 
         new = load_config(self.config.path, at_run=True)
-        old = self.runners
+        old = dict(self.runners)
         added = [n for n in new.services if n not in old]
         removed = [n for n in old if n not in new.services]
         changed = [n for n in new.services if n in old and new.services[n] != old[n].service]
@@ -271,11 +283,15 @@ class Supervisor:
         self._ctx.width = _width(new)
         for runner in (old[n] for n in (*removed, *changed)):
             self._replacing.add(runner)
-        async with trio.open_nursery() as nursery:
-            for name in (*removed, *changed):
-                nursery.start_soon(old[name].stop)
+        self._reloading.update((*removed, *changed))
+        try:
+            async with trio.open_nursery() as nursery:
+                for name in (*removed, *changed):
+                    nursery.start_soon(old[name].stop)
+        finally:
+            self._reloading.difference_update((*removed, *changed))
         for name in removed:
-            del self.runners[name]
+            self.runners.pop(name, None)
         if self.shutdown_began():
             return {"added": [], "removed": removed, "changed": [], "unchanged": unchanged}
         for name in changed:
