@@ -30,7 +30,7 @@ from tinit._lines import (
     PrefixFormat,
     name_prefix,
 )
-from tinit.output import Output, Ring, Sink
+from tinit.output import Output, Ring, Sink, _piece
 
 _procs: list[subprocess.Popen[bytes]] = []
 
@@ -679,3 +679,50 @@ async def test_prefix_throughput_run_is_exact() -> None:
     assert hashlib.sha256(run.out).hexdigest() == expected.hexdigest()
     assert run.output.peak_buffered <= run.output.max_buffered
     assert OUT_MAX >= READ_SIZE
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_pipe_shared_with_raw_services_gets_whole_lines_of_at_most_pipe_buf(seed: int) -> None:
+    """Each write is whole lines of <= 4096 bytes (atomic in a pipe), or one longer line alone."""
+    rng = random.Random(seed)
+    lines = [b"z" * rng.choice([0, 1, 80, 4095, 4096, 9000]) + b"\n" for _ in range(200)]
+    data = b"".join(lines) + (b"tail" if seed % 2 else b"")
+    pieces, start = [], 0
+    while start < len(data):
+        n = _piece(data, start)
+        assert n > 0
+        pieces.append(data[start : start + n])
+        start += n
+    assert b"".join(pieces) == data
+    for piece in pieces:
+        if len(piece) > 4096:
+            assert piece.count(b"\n") <= 1  # one long line, alone
+        if piece is not pieces[-1]:
+            assert piece.endswith(b"\n")
+
+
+async def test_a_pipe_sink_shared_with_raw_services_delivers_everything() -> None:
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    data = b"".join(b"q" * n + b"\n" for n in (10, 5000, 3, 4095, 70000, 1, 4096) * 20)
+    try:
+        sink = Sink.for_fd(w)
+        sink.share_with_raw_writers()
+        received = bytearray()
+
+        async def drain() -> None:
+            while len(received) < len(data):
+                try:
+                    received.extend(os.read(r, 1000))
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(r)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain)
+                await sink.write(data)
+        sink.close()
+        assert bytes(received) == data
+    finally:
+        os.close(r)
+        os.close(w)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -604,3 +605,42 @@ def test_operator_restart_does_not_start_anything_once_shutdown_began(tmp_path: 
     result = finish(tinit)
     restart.wait(timeout=30)
     assert len(result.named("service_starting", "stubborn")) == 1
+
+
+def test_a_raw_service_cannot_cut_into_prefixed_lines_on_a_full_pipe(tmp_path: Path) -> None:
+    """tinit's writes to a full stdout pipe are cut at line ends; a raw line lands between."""
+    config = write_config(
+        tmp_path,
+        """
+        version: 1
+        services:
+          p:
+            command: [PYTHON, -c, "for i in range(4000): print(f'p{i:05d}' + 'x' * 700)"]
+            oneshot: true
+          r:
+            # one write(2) per line, as line-buffered programs do
+            command: [PYTHON, -u, -c, "import sys; [sys.stdout.write(f'r{i:05d}' + 'y' * 150 + chr(10)) for i in range(20000)]"]
+            oneshot: true
+            output: raw
+        """,
+    )
+    tinit = start(config, stdout=subprocess.PIPE)
+    assert tinit.proc.stdout is not None
+    received = bytearray()
+    deadline = time.monotonic() + 60
+    while chunk := os.read(tinit.proc.stdout.fileno(), 8192):
+        received += chunk
+        time.sleep(0.0005)  # a slow reader keeps the pipe full
+        assert time.monotonic() < deadline
+    assert finish(tinit).code == 0
+    prefixed, raw, torn = [], [], []
+    for line in received.decode().splitlines():
+        if m := re.fullmatch(r"p \| p(\d{5})x{700}", line):
+            prefixed.append(int(m[1]))
+        elif m := re.fullmatch(r"r(\d{5})y{150}", line):
+            raw.append(int(m[1]))
+        else:
+            torn.append(line[:80])
+    assert torn == []
+    assert prefixed == list(range(4000))
+    assert raw == list(range(20000))

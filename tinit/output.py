@@ -60,6 +60,7 @@ def set_logger(log: Log) -> None:
     _log = log
 
 
+_PIPE_BUF: Final = 4096  # a pipe write up to this size is atomic (pipe(7))
 _PIPE_SIZE: Final = 256 * 1024  # kernel buffer asked for service pipes: fewer wake-ups
 _FILE_MODE: Final = 0o640
 
@@ -86,6 +87,8 @@ class Sink:
         self._users = 1
         self._closed = False
         self._newline_owed = False
+        self._fifo = False  # a pipe, written through our own non-blocking description
+        self._atomic = False  # write whole lines of at most _PIPE_BUF per write(2)
         self.name = name
         """What the sink writes to, for log events: ``fd 1`` or a path."""
         self.isatty = isatty
@@ -115,7 +118,9 @@ class Sink:
             except OSError:
                 pass  # no /proc, or ENXIO: the pipe has no reader left; see below
             else:
-                return cls(own, _NONBLOCKING, name=name, isatty=tty)
+                sink = cls(own, _NONBLOCKING, name=name, isatty=tty)
+                sink._fifo = stat.S_ISFIFO(mode)
+                return sink
         if stat.S_ISSOCK(mode):
             # A socket cannot be reopened, but send(MSG_DONTWAIT) is
             # non-blocking per call and leaves the description's flags alone.
@@ -150,6 +155,18 @@ class Sink:
         _file_sinks[key] = sink
         return sink
 
+    def share_with_raw_writers(self) -> None:
+        """Keep lines whole although ``raw`` services write into the same pipe.
+
+        A non-blocking write to a full pipe takes what fits; a service's line
+        written in between would land inside ours. From now on a pipe sink
+        writes whole lines of up to PIPE_BUF bytes per ``write(2)``, which the
+        kernel makes atomic: each goes in entirely or not at all. A longer
+        line still goes in parts. Costs more system calls, so it is only
+        switched on once a ``raw`` service runs.
+        """
+        self._atomic = self._fifo
+
     async def write(self, data: bytes | memoryview) -> None:
         """Write all of ``data``, waiting while the destination cannot take more.
 
@@ -163,7 +180,9 @@ class Sink:
                 # line so this one does not start inside it.
                 data = b"\n" + data
                 self._newline_owed = False
-            whole = memoryview(data)
+            # bytes, for _piece to find line ends in
+            flat = (data if isinstance(data, bytes) else bytes(data)) if self._atomic else None
+            whole = memoryview(flat if flat is not None else data)
             view = whole
             try:
                 while view:
@@ -172,6 +191,8 @@ class Sink:
                     try:
                         if self._sock is not None:
                             n = self._sock.send(view, socket.MSG_DONTWAIT)
+                        elif flat is not None:
+                            n = os.write(self._fd, view[: _piece(flat, len(whole) - len(view))])
                         else:
                             n = os.write(self._fd, view)
                     except BlockingIOError:
@@ -214,6 +235,22 @@ class Sink:
             self._sock.close()
         else:
             os.close(self._fd)
+
+
+def _piece(data: bytes, start: int) -> int:
+    """How much of ``data[start:]`` to write at once so that the write is atomic.
+
+    Whole lines, at most _PIPE_BUF bytes in all; a single longer line alone.
+    """
+    end = start + _PIPE_BUF
+    if end >= len(data):
+        return len(data) - start
+    newline = data.rfind(b"\n", start, end)
+    if newline < 0:
+        newline = data.find(b"\n", end)
+        if newline < 0:
+            return len(data) - start
+    return newline + 1 - start
 
 
 def _open_append(path: str) -> int:
@@ -399,6 +436,8 @@ class Output:
             if self._kind == "raw":
                 # Zero copy: the service writes straight to tinit's stdout and stderr.
                 self._child = [os.dup(1), os.dup(2)]
+                for sink in self._sinks.values():
+                    sink.share_with_raw_writers()
             elif self._kind == "null":
                 flags = os.O_WRONLY | os.O_CLOEXEC
                 self._child = [os.open(os.devnull, flags), os.open(os.devnull, flags)]
