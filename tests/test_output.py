@@ -609,7 +609,8 @@ def test_ring_is_bounded_in_bytes_and_drops_the_oldest() -> None:
         ring.add("stdout", f"{i:03d} ".encode() + b"." * 95 + b"\n", ts=float(i))
         assert ring.size <= 1000
     lines = ring.lines()
-    assert [ts for ts, _, _ in lines] == [float(i) for i in range(90, 100)]
+    # 100-byte blocks with a 13-byte header each: 8 of them fit in 1000 bytes
+    assert [ts for ts, _, _ in lines] == [float(i) for i in range(92, 100)]
     assert lines[-1] == (99.0, "stdout", "099 " + "." * 95)
     ring.add("stderr", b"z" * 5000 + b"\n" + b"kept\n")
     # A block bigger than the whole ring keeps only its last whole lines that fit.
@@ -632,6 +633,55 @@ def test_ring_lines_returns_the_last_n_across_blocks() -> None:
     assert ring.lines(5)[0] == (1.0, "stdout", "b")
     assert len(ring.lines()) == len(ring.lines(100)) == 6
     assert ring.lines(0) == []
+
+
+def test_ring_memory_stays_within_its_bound_for_tiny_blocks() -> None:
+    """What a ring of 256 KiB costs is 256 KiB, even filled with 60-byte lines one by one."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        ring = Ring()
+        for i in range(50_000):
+            ring.add("stdout", b"%05d " % i + b"x" * 54 + b"\n", ts=float(i))
+        cost = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert ring.size <= ring.max_bytes
+    assert cost < ring.max_bytes + 16 * 1024  # pages, plus page and deque headers
+    lines = ring.lines()
+    assert lines[-1] == (49999.0, "stdout", "49999 " + "x" * 54)
+    assert len(lines) * (61 + 13) > ring.max_bytes * 7 // 8  # most of it holds lines
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_ring_holds_the_newest_blocks_in_order_and_since_resumes(seed: int) -> None:
+    """Whatever the block sizes: a suffix of what was added, and since() misses nothing held."""
+    rng = random.Random(seed)
+    ring = Ring(max_bytes=rng.choice([1000, 4096, 64 * 1024]))
+    added: list[tuple[float, str, str]] = []
+    cursor = ring.cursor
+    seen: list[tuple[float, str, str]] = []
+    for i in range(500):
+        texts = [
+            f"{i}-{k}-" + "y" * rng.choice([0, 5, 100, 3000]) for k in range(rng.randint(1, 4))
+        ]
+        stream = rng.choice(["stdout", "stderr"])
+        ring.add(stream, "".join(t + "\n" for t in texts).encode(), ts=float(i))
+        assert ring.size <= ring.max_bytes
+        while sum(len(t) + 1 for t in texts) > ring.max_bytes - 13:
+            texts.pop(0)  # a block bigger than the ring keeps its last lines that fit
+        added.extend((float(i), stream, t) for t in texts)
+        if rng.random() < 0.2:
+            cursor, new = ring.since(cursor)
+            seen.extend(new)
+    held = ring.lines()
+    assert held and held == added[len(added) - len(held) :]
+    assert ring.lines(3) == held[-3:]
+    # every line a follower got is a line that was added, in order
+    positions = [added.index(line) for line in seen]
+    assert positions == sorted(positions)
 
 
 async def test_ring_follow_yields_new_lines_as_they_come() -> None:

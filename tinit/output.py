@@ -27,9 +27,9 @@ import fcntl
 import os
 import socket
 import stat
+import struct
 import time
 from collections import deque
-from itertools import islice
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -270,38 +270,85 @@ def _open_append(path: str) -> int:
         return fd
 
 
+_RECORD: Final = struct.Struct("<dBI")  # a ring record's header: time, stream, length
+_STREAMS: Final = ("stdout", "stderr")
+_FIRST_PAGE: Final = 512  # bytes; later pages double up to a sixteenth of the ring
+
+
+class _Page:
+    """A run of ring records, packed one after another in one buffer."""
+
+    __slots__ = ("buf", "count", "first", "used")
+
+    def __init__(self, capacity: int, first: int) -> None:
+        self.buf = bytearray(capacity)
+        self.used = 0
+        self.first = first  # number of its first record
+        self.count = 0
+
+    def records(self, skip: int = 0) -> Iterator[tuple[float, str, bytes]]:
+        offset = 0
+        for index in range(self.count):
+            ts, stream, length = _RECORD.unpack_from(self.buf, offset)
+            offset += _RECORD.size
+            if index >= skip:
+                yield ts, _STREAMS[stream], bytes(self.buf[offset : offset + length])
+            offset += length
+
+
 class Ring:
     """A bounded memory of a service's recent output, for ``tinit logs``.
 
     It stores the blocks of whole lines as they were read, one timestamp per
-    block, and splits them into lines only when asked. When the total exceeds
-    ``max_bytes``, the oldest blocks are dropped.
+    block, and splits them into lines only when asked. Blocks are packed into
+    pages of bytes (a small header each), so what the ring costs is what it
+    counts: at most ``max_bytes`` of pages, whatever the size of the blocks.
+    When a new page would go past that, the oldest pages are dropped.
     """
 
     def __init__(self, max_bytes: int = 256 * 1024) -> None:
         self.max_bytes = max_bytes
-        self._chunks: deque[tuple[float, str, bytes]] = deque()
-        self._size = 0
+        self._page_max = max(max_bytes // 16, 64)
+        self._pages: deque[_Page] = deque()
+        self._size = 0  # bytes of pages held
         self._added = 0  # blocks ever added: numbers them for followers
         self._lot = trio.lowlevel.ParkingLot()
         self._listeners: set[Callable[[], None]] = set()
 
     @property
     def size(self) -> int:
-        """Bytes held."""
+        """Bytes held, headers and unused page space included."""
         return self._size
 
     def add(self, stream: str, data: bytes, ts: float | None = None) -> None:
         """Remember ``data``, whole newline-terminated lines from ``stream``."""
-        if len(data) > self.max_bytes:
-            data = data[data.find(b"\n", len(data) - self.max_bytes - 1) + 1 :]
+        room = self.max_bytes - _RECORD.size
+        if len(data) > room:
+            data = data[data.find(b"\n", len(data) - room - 1) + 1 :]
         if not data:
             return
-        self._chunks.append((time.time() if ts is None else ts, stream, data))
-        self._size += len(data)
+        need = _RECORD.size + len(data)
+        page = self._pages[-1] if self._pages else None
+        if page is None or page.used + need > len(page.buf):
+            grown = 2 * len(page.buf) if page is not None else _FIRST_PAGE
+            capacity = max(need, min(grown, self._page_max))
+            while self._pages and self._size + capacity > self.max_bytes:
+                self._size -= len(self._pages.popleft().buf)
+            page = _Page(capacity, self._added)
+            self._pages.append(page)
+            self._size += capacity
+        _RECORD.pack_into(
+            page.buf,
+            page.used,
+            time.time() if ts is None else ts,
+            _STREAMS.index(stream),
+            len(data),
+        )
+        start = page.used + _RECORD.size
+        page.buf[start : start + len(data)] = data
+        page.used = start + len(data)
+        page.count += 1
         self._added += 1
-        while self._size > self.max_bytes:
-            self._size -= len(self._chunks.popleft()[2])
         self._lot.unpark_all()
         for listener in self._listeners:
             listener()
@@ -313,11 +360,12 @@ class Ring:
 
     def since(self, cursor: int) -> tuple[int, list[tuple[float, str, str]]]:
         """Lines added after ``cursor`` that are still held, and the new cursor."""
-        first = self._added - len(self._chunks)
-        new = list(islice(self._chunks, max(cursor, first) - first, None))
-        return self._added, [
-            (ts, stream, text) for ts, stream, chunk in new for text in _split(chunk)
-        ]
+        found: list[tuple[float, str, str]] = []
+        for page in self._pages:
+            if page.first + page.count > cursor:
+                for ts, stream, chunk in page.records(max(cursor - page.first, 0)):
+                    found.extend((ts, stream, text) for text in _split(chunk))
+        return self._added, found
 
     def listen(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (synchronously, cheaply) after every `add`, until `unlisten`."""
@@ -332,14 +380,15 @@ class Ring:
             return []
         groups: list[list[tuple[float, str, str]]] = []
         count = 0
-        for ts, stream, chunk in reversed(self._chunks):
-            texts = _split(chunk)
-            if n is not None and count + len(texts) >= n:
-                texts = texts[len(texts) - (n - count) :]
+        for page in reversed(self._pages):
+            for ts, stream, chunk in reversed(list(page.records())):
+                texts = _split(chunk)
+                if n is not None and count + len(texts) >= n:
+                    texts = texts[len(texts) - (n - count) :]
+                    groups.append([(ts, stream, text) for text in texts])
+                    return [line for group in reversed(groups) for line in group]
                 groups.append([(ts, stream, text) for text in texts])
-                break
-            groups.append([(ts, stream, text) for text in texts])
-            count += len(texts)
+                count += len(texts)
         return [line for group in reversed(groups) for line in group]
 
     async def follow(self) -> AsyncIterator[tuple[float, str, str]]:
@@ -353,12 +402,9 @@ class Ring:
             if self._added == seen:
                 await self._lot.park()
                 continue
-            first = self._added - len(self._chunks)
-            new = list(islice(self._chunks, max(seen, first) - first, None))
-            seen = self._added
-            for ts, stream, chunk in new:
-                for text in _split(chunk):
-                    yield ts, stream, text
+            seen, new = self.since(seen)
+            for line in new:
+                yield line
 
 
 def _split(chunk: bytes) -> list[str]:
