@@ -81,6 +81,7 @@ STUBBORN_STOP: Final = 1.0
 RACE_LEAD: Final = 0.3  # the final SIGTERM comes this long after a restart of stubborn
 ZOMBIE_AGE: Final = 1.0
 RSS_BUDGET_KIB: Final = 2048  # per 10,000 restarts
+RING_KIB: Final = 256  # what one service's `tinit logs` ring may hold (tinit.output.Ring)
 FORWARD: Final = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 WORDS: Final = ("web", "worker", "cron", "queue", "cache", "api", "mailer", "log-shipper")
 #: events at level error that the chaos provokes on purpose
@@ -285,14 +286,16 @@ class Sample:
     cpu_ticks: int
     cpu_ns: int
     threads: int
+    log_kib: float = 0.0  # what tinit holds for `tinit logs` (status log_bytes, all services)
 
 
 class Monitor(threading.Thread):
     """Watches tinit from the host: zombies among its children (4 Hz), resources (1 Hz)."""
 
-    def __init__(self, tinit_pid: int) -> None:
+    def __init__(self, tinit_pid: int, sock: str | None = None) -> None:
         super().__init__(name="monitor", daemon=True)
         self.pid = tinit_pid
+        self.sock = sock
         self.stop_event = threading.Event()
         self.samples: list[Sample] = []
         self.first_seen: dict[tuple[int, int], float] = {}
@@ -341,6 +344,12 @@ class Monitor(threading.Thread):
         for pid in descendants(self.pid):
             held.update(link for link in fd_links(pid) if link.startswith("pipe:"))
         shared = sum(1 for link in links if link in held)
+        log_kib = 0.0
+        if self.sock is not None:
+            reply, error = ask(self.sock, {"cmd": "status"}, 5)
+            if reply is None or not reply.get("ok"):
+                raise OSError(f"status for the log memory: {error or reply}")
+            log_kib = sum(s.get("log_bytes", 0) for s in reply["result"]) / 1024
         return Sample(
             t=time.time(),
             rss_kib=int(fields["VmRSS"].split()[0]),
@@ -349,6 +358,7 @@ class Monitor(threading.Thread):
             cpu_ticks=int(rest[11]) + int(rest[12]),
             cpu_ns=cpu_ns,
             threads=int(fields["Threads"]),
+            log_kib=log_kib,
         )
 
 
@@ -586,7 +596,7 @@ class Soak:
     def run(self) -> None:
         self.launch()
         log(f"tinit is pid {self.tinit_pid} (host); work dir {self.workdir}")
-        self.monitor = Monitor(self.tinit_pid)
+        self.monitor = Monitor(self.tinit_pid, self.sock)
         self.monitor.start()
         chaos = threading.Thread(target=self.chaos, name="chaos", daemon=True)
         chaos.start()
@@ -1775,26 +1785,45 @@ class Analysis:
         )
 
     def check_rss(self) -> Check:
+        """RSS growth, less what the `tinit logs` rings took in (bounded, and checked here)."""
         first, last, _ = self.warm_samples()
         if not first or not last:
             return Check("RSS flat", False, "not enough samples", ["no samples"])
         rss0 = sum(s.rss_kib for s in first) / len(first)
         rss1 = sum(s.rss_kib for s in last) / len(last)
+        log0 = sum(s.log_kib for s in first) / len(first)
+        log1 = sum(s.log_kib for s in last) / len(last)
         starts = self.restarts_between(first[0].t, last[-1].t)
         budget = RSS_BUDGET_KIB * max(1.0, starts / 10_000)
-        growth = rss1 - rss0
+        growth = (rss1 - log1) - (rss0 - log0)
         mon = self.soak.monitor
         assert mon is not None
         peak = max(s.rss_kib for s in mon.samples)
-        self.stats["rss"] = {"warm": rss0, "end": rss1, "peak": peak, "starts": starts}
+        log_peak = max(s.log_kib for s in mon.samples)
+        log_bound = self.soak.args.services * RING_KIB
+        self.stats["rss"] = {
+            "warm": rss0,
+            "end": rss1,
+            "peak": peak,
+            "starts": starts,
+            "log_warm": log0,
+            "log_end": log1,
+            "log_peak": log_peak,
+        }
         per10k = growth / max(starts, 1) * 10_000
+        problems = []
+        if growth >= budget:
+            problems.append(f"grew {growth:.0f} KiB besides the log rings, budget {budget:.0f} KiB")
+        if log_peak > log_bound:
+            problems.append(f"log rings held {log_peak:.0f} KiB, bound {log_bound} KiB")
         return Check(
             "RSS flat",
-            growth < budget,
-            f"VmRSS {rss0 / 1024:.1f} MiB after warm-up -> {rss1 / 1024:.1f} MiB at the end"
-            f" ({growth:+.0f} KiB over {starts} starts, {per10k:+.0f} KiB per 10,000;"
-            f" budget {budget:.0f} KiB); peak {peak / 1024:.1f} MiB",
-            [] if growth < budget else [f"grew {growth:.0f} KiB, budget {budget:.0f} KiB"],
+            not problems,
+            f"VmRSS {rss0 / 1024:.1f} MiB after warm-up -> {rss1 / 1024:.1f} MiB at the end, of"
+            f" which `tinit logs` rings {log0 / 1024:.1f} -> {log1 / 1024:.1f} MiB (bound"
+            f" {log_bound / 1024:.1f} MiB); the rest {growth:+.0f} KiB over {starts} starts"
+            f" ({per10k:+.0f} KiB per 10,000; budget {budget:.0f} KiB); peak {peak / 1024:.1f} MiB",
+            problems,
         )
 
     def check_fds(self) -> Check:
@@ -1960,6 +1989,7 @@ class Analysis:
                     f"{s.t - self.soak.t_start:.0f}",
                     str(bisect.bisect_right(starts, s.t)),
                     f"{s.rss_kib / 1024:.1f}",
+                    f"{s.log_kib / 1024:.1f}",
                     str(s.fds),
                     str(s.fd_floor),
                     f"{(s.cpu_ns - samples[0].cpu_ns) / 1e9:.1f}",
@@ -2089,6 +2119,9 @@ def report(soak: Soak, analysis: Analysis, checks: list[Check]) -> str:
         f"| chaos actions | {actions} |",
         f"| tinit VmRSS after warm-up / end / peak | {rss.get('warm', 0) / 1024:.1f} /"
         f" {rss.get('end', 0) / 1024:.1f} / {rss.get('peak', 0) / 1024:.1f} MiB |",
+        f"| of which `tinit logs` rings, after warm-up / end / peak |"
+        f" {rss.get('log_warm', 0) / 1024:.1f} / {rss.get('log_end', 0) / 1024:.1f} /"
+        f" {rss.get('log_peak', 0) / 1024:.1f} MiB |",
         f"| tinit fds (floor after warm-up / at the end, max) | {fds.get('floor_warm')} /"
         f" {fds.get('floor_end')}, {fds.get('max')} |",
     ]
@@ -2108,7 +2141,7 @@ def report(soak: Soak, analysis: Analysis, checks: list[Check]) -> str:
     out.append("")
     rows = analysis.timeline()
     if rows:
-        headers = ["s", "service starts", "VmRSS MiB", "fds", "fd floor", "CPU s"]
+        headers = ["s", "service starts", "VmRSS MiB", "logs MiB", "fds", "fd floor", "CPU s"]
         out += ["tinit over the run:", "", markdown_table(headers, rows), ""]
     for c in checks:
         if c.problems:

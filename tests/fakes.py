@@ -33,6 +33,7 @@ class FakeService:
     memory: int | None = 12_900_000
     pids: int | None = 1
     oom_kills: int = 0
+    log_bytes: int = 0
     started: float = field(default_factory=time.monotonic)
     exits: dict[str, int] = field(default_factory=dict)
     signals: list[int] = field(default_factory=list)
@@ -94,6 +95,7 @@ class FakeTarget:
                 "memory": s.memory,
                 "pids": s.pids,
                 "oom_kills": s.oom_kills,
+                "log_bytes": s.log_bytes,
                 **({"completed": True} if s.completed else {}),
             }
             for s in self._pick(names)
@@ -175,6 +177,7 @@ class FakeTarget:
                     restarts_total=s.restarts,
                     exits_total=dict(s.exits),
                     oom_kills_total=s.oom_kills,
+                    log_bytes=s.log_bytes,
                 )
                 for s in self.services.values()
             ],

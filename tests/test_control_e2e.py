@@ -78,6 +78,7 @@ def test_every_command_round_trip(stack: Tinit, tmp_path: Path) -> None:
     web_pid = services["web"]["pid"]
     assert services["web"]["state"] == "running"
     assert services["setup"]["completed"]
+    assert 0 < services["web"]["log_bytes"] <= 256 * 1024  # it printed "web up"
     table = cli(stack, "status")
     assert table.returncode == 0  # all running and ready (the oneshot completed)
     assert "web" in table.stdout

@@ -137,7 +137,7 @@ async def test_query_strings_are_ignored(target: FakeTarget) -> None:
 async def test_metrics_parse_and_carry_every_value(target: FakeTarget) -> None:
     with trio.fail_after(10):
         web = target.services["web"]
-        web.restarts, web.oom_kills = 3, 1
+        web.restarts, web.oom_kills, web.log_bytes = 3, 1, 4096
         web.exits = {"0": 2, "1": 1, "SIGKILL": 1}
         worker = target.services["worker"]
         worker.state, worker.ready = State.BACKOFF, False
@@ -166,6 +166,7 @@ async def test_metrics_parse_and_carry_every_value(target: FakeTarget) -> None:
         assert one("tinit_service_exits_total", service="web", code="1") == 1
         assert one("tinit_service_exits_total", service="web", code="SIGKILL") == 1
         assert one("tinit_service_oom_kills_total", service="web") == 1
+        assert one("tinit_service_log_bytes", service="web") == 4096
         assert one("tinit_orphans_reaped_total") == 7
         assert one("tinit_uptime_seconds") == 12.5
         kinds = {name: f.type for name, f in families.items()}
@@ -175,6 +176,7 @@ async def test_metrics_parse_and_carry_every_value(target: FakeTarget) -> None:
             "tinit_service_restarts": "counter",
             "tinit_service_exits": "counter",
             "tinit_service_oom_kills": "counter",
+            "tinit_service_log_bytes": "gauge",
             "tinit_orphans_reaped": "counter",
             "tinit_uptime_seconds": "gauge",
         }

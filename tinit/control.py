@@ -70,6 +70,8 @@ class ServiceMetrics:
     #: exits by code: ``"0"``, ``"1"``, ... or the signal name (``"SIGKILL"``)
     exits_total: Mapping[str, int] = field(default_factory=dict)
     oom_kills_total: int = 0
+    #: memory held for ``tinit logs`` (bounded per service)
+    log_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -281,6 +281,12 @@ def render_metrics(metrics: Metrics) -> str:
         per_service(s.oom_kills_total for s in services),
     )
     family(
+        "tinit_service_log_bytes",
+        "gauge",
+        "Bytes of recent output tinit keeps in memory for tinit logs (bounded per service).",
+        per_service(s.log_bytes for s in services),
+    )
+    family(
         "tinit_orphans_reaped_total",
         "counter",
         "Orphaned processes reaped by tinit (not services' main processes).",

@@ -59,6 +59,7 @@ class Operator:
                 restarts_total=r.restarts,
                 exits_total=dict(r.exits),
                 oom_kills_total=r.oom_kills,
+                log_bytes=r.ring.size,
             )
             for r in self._sup.runners.values()
         ]
@@ -134,6 +135,7 @@ def _status(runner: ServiceRunner, now: float) -> dict[str, Any]:
         "pids": stats.get("pids.current"),
         "oom_kills": runner.oom_kills,
         "completed": runner.service.oneshot and runner.outcome == "completed",
+        "log_bytes": runner.ring.size,
     }
 
 
