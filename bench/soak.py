@@ -81,6 +81,8 @@ STUBBORN_STOP: Final = 1.0
 RACE_LEAD: Final = 0.3  # the final SIGTERM comes this long after a restart of stubborn
 ZOMBIE_AGE: Final = 1.0
 RSS_BUDGET_KIB: Final = 2048  # per 10,000 restarts
+CGROUP_FS: Final = "/sys/fs/cgroup/"
+CGROUP_FDS_PER_SERVICE: Final = 8  # stats files and event watches of one service's cgroup
 RING_KIB: Final = 256  # what one service's `tinit logs` ring may hold (tinit.output.Ring)
 FORWARD: Final = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 WORDS: Final = ("web", "worker", "cron", "queue", "cache", "api", "mailer", "log-shipper")
@@ -265,6 +267,11 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def kind_of(link: str) -> str:
+    """An fd's kind for a report: ``socket``, ``pipe``, ``anon_inode:inotify`` or the path."""
+    return link.split(":[", 1)[0]
+
+
 def fd_links(pid: int) -> list[str]:
     links: list[str] = []
     try:
@@ -282,11 +289,13 @@ class Sample:
     t: float  # wall clock
     rss_kib: int
     fds: int
-    fd_floor: int  # fds minus pipes shared with a live descendant (a running service's output)
+    fd_floor: int  # fds minus pipes shared with a live descendant and live cgroup files
     cpu_ticks: int
     cpu_ns: int
     threads: int
     log_kib: float = 0.0  # what tinit holds for `tinit logs` (status log_bytes, all services)
+    cgroup_fds: int = 0  # files of live service cgroups tinit keeps open (stats; bounded)
+    floor_links: list[str] = field(default_factory=list)  # what the fd floor counts
 
 
 class Monitor(threading.Thread):
@@ -344,6 +353,13 @@ class Monitor(threading.Thread):
         for pid in descendants(self.pid):
             held.update(link for link in fd_links(pid) if link.startswith("pipe:"))
         shared = sum(1 for link in links if link in held)
+        # tinit keeps a few files of each service's cgroup open (memory.current,
+        # ...) while the cgroup exists; a leaked one points at a removed cgroup.
+        live_cgroup = [
+            link for link in links if link.startswith(CGROUP_FS) and not link.endswith("(deleted)")
+        ]
+        cgroup = len(live_cgroup)
+        floor_links = [link for link in links if link not in held and link not in live_cgroup]
         log_kib = 0.0
         if self.sock is not None:
             reply, error = ask(self.sock, {"cmd": "status"}, 5)
@@ -354,7 +370,9 @@ class Monitor(threading.Thread):
             t=time.time(),
             rss_kib=int(fields["VmRSS"].split()[0]),
             fds=len(links),
-            fd_floor=len(links) - shared,
+            fd_floor=len(links) - shared - cgroup,
+            cgroup_fds=cgroup,
+            floor_links=sorted(floor_links),
             cpu_ticks=int(rest[11]) + int(rest[12]),
             cpu_ns=cpu_ns,
             threads=int(fields["Threads"]),
@@ -942,6 +960,7 @@ class Run:
     index: int
     intent: dict[str, Any] | None = None
     wrote: bool = False
+    wrote_t: float | None = None  # it wrote everything; it acts (exits, dies) a pause later
     got: list[tuple[float, str]] = field(default_factory=list)
     stop_sent: bool = False
     killed: bool = False
@@ -1051,6 +1070,7 @@ class Analysis:
         self.streams: dict[tuple[str, str], Stream] = {}
         self.unattributed: list[bytes] = []
         self.spliced_short: list[bytes] = []
+        self._forwards: dict[str, list[int]] | None = None  # signal -> signal_received indices
         self.spliced_long = 0
         self.journal: dict[str, list[dict[str, Any]]] = {}
         self.runs: dict[str, list[Run]] = defaultdict(list)
@@ -1258,6 +1278,7 @@ class Analysis:
                     j = k + 1
                     mine = [r for r in by_pid[run.pid] if r["run"] == run.intent["run"]]
                     run.wrote = any(r["k"] == "wrote" for r in mine)
+                    run.wrote_t = next((r["t"] for r in mine if r["k"] == "wrote"), None)
                     run.got = [(r["t"], r["sig"]) for r in mine if r["k"] == "got"]
             for skipped in intents[j:]:
                 problems.append(
@@ -1307,13 +1328,22 @@ class Analysis:
                 return True
         return False
 
-    def bursts_during(self, run: Run, end: float, signame: str) -> bool:
-        return any(
-            # tinit forwards a signal when it gets to it: under load, after it has
-            # started a service that was not there when the signal was sent.
-            run.t_start - 1.0 <= t <= end + 0.05 and signal.Signals(s).name == signame
-            for t, s in self.soak.bursts
-        )
+    def forwarded_during(self, run: Run, exit_index: int, signame: str) -> bool:
+        """Whether tinit forwarded ``signame`` while ``run`` was its service's process.
+
+        tinit logs ``signal_received`` and forwards the signal to every running
+        service in one step, and it records a run's process before it logs
+        ``service_starting``: the order of the events says exactly which runs a
+        forwarded signal reached, however late tinit got to it.
+        """
+        if self._forwards is None:
+            self._forwards = {}
+            for e in self.events:
+                if e["event"] == "signal_received":
+                    self._forwards.setdefault(e["signal"], []).append(e["_i"])
+        indices = self._forwards.get(signame, [])
+        first = bisect.bisect_right(indices, run.index)
+        return first < len(indices) and indices[first] < exit_index
 
     def check_statuses(self, problems: list[str]) -> Check:
         exits: Counter[str] = Counter()
@@ -1341,7 +1371,7 @@ class Analysis:
                 if intent is None:
                     no_intent += 1
                     for sig in ("SIGUSR1", "SIGUSR2"):
-                        if self.bursts_during(run, e["_t"], sig):
+                        if self.forwarded_during(run, e["_i"], sig):
                             allowed.add(f"signal {sig}")
                     if got not in allowed:
                         problems.append(
@@ -1357,7 +1387,7 @@ class Analysis:
                         allowed.add(f"signal {signal.Signals(intent['signal']).name}")
                     else:
                         allowed.add("signal SIGKILL")
-                        if e.get("reason") != "oom" and not run.killed:
+                        if got == "signal SIGKILL" and e.get("reason") != "oom" and not run.killed:
                             problems.append(
                                 f"{name}: run {intent['run']} OOM kill not reported as oom"
                             )
@@ -1481,8 +1511,11 @@ class Analysis:
                 failed = e.get("signal") is not None or e.get("exit_code") not in spec.success
                 end = d["_t"] if d is not None else e["_t"]
                 options = []
-                for reset in {e["_t"] - run.t_start >= spec.reset_after - 0.01,
-                              end - run.t_start >= spec.reset_after + 0.01}:  # fmt: skip
+                # tinit measures the run's uptime after its exit event and before
+                # its decision event: a reset is certain when even the exit came
+                # after reset_after, and possible when the decision did.
+                for reset in {e["_t"] - run.t_start >= spec.reset_after + 0.01,
+                              end - run.t_start >= spec.reset_after - 0.01}:  # fmt: skip
                     f = (0 if reset else failures) + 1 if failed else 0
                     wants = spec.restart == "always" or (spec.restart == "on-failure" and failed)
                     if not wants:
@@ -1664,26 +1697,52 @@ class Analysis:
         )
 
     def check_signals(self) -> Check:
+        """Every signal tinit forwarded reached every service ready for it.
+
+        A burst sent at t is forwarded when tinit gets to it (its next
+        ``signal_received`` of that signal; repeats sent meanwhile merge into
+        it). A run must get it when that forwarding falls between the run's
+        handlers being set (its intent) and the start of its last act (after
+        ``wrote`` it pauses, then exits or dies; stubborn never acts).
+        """
         problems: list[str] = []
         latencies: list[float] = []
         checked = 0
         bursts = self.soak.bursts
+        forwards: dict[str, list[float]] = {}
+        for e in self.events:
+            if e["event"] == "signal_received":
+                forwards.setdefault(e["signal"], []).append(e["_t"])
+        for series in forwards.values():
+            series.sort()
+        handled: list[tuple[float, str, float]] = []  # (sent, signal, forwarded)
+        for t, signum in bursts:
+            sig = signal.Signals(signum).name
+            series = forwards.get(sig, [])
+            k = bisect.bisect_left(series, t - 0.002)
+            if k == len(series):
+                problems.append(f"tinit never handled {sig} sent at {t:.3f}")
+            else:
+                handled.append((t, sig, series[k]))
         for name, runs in self.runs.items():
             for run in runs:
                 if run.intent is None or run.exit is None:
                     continue
-                alive_from, alive_to = run.intent["t"], run.exit["_t"]
-                for t, signum in bursts:
-                    if not alive_from + 0.05 <= t <= alive_to - 1.0:
+                alive_from = run.intent["t"]
+                alive_to = run.exit["_t"] - 1.0
+                if run.wrote_t is not None and name != "stubborn":
+                    alive_to = min(alive_to, run.wrote_t)
+                for t, sig, forwarded in handled:
+                    if not alive_from + 0.05 <= forwarded <= alive_to - 0.05:
                         continue
-                    sig = signal.Signals(signum).name
-                    if run.stop_sent and t > alive_to - 5:
+                    if run.stop_sent and forwarded > run.exit["_t"] - 5:
                         continue  # stopped meanwhile: its group may be going away
                     checked += 1
                     after = [g for g, s in run.got if s == sig and g >= t - 0.005]
                     if not after:
                         problems.append(
-                            f"{name} pid {run.pid}: {sig} sent at {t:.3f} never arrived"
+                            f"{name} pid {run.pid}: {sig} sent at {t:.3f}, forwarded at"
+                            f" {forwarded:.3f}, never arrived"
                         )
                     else:
                         latencies.append(min(after) - t)
@@ -1835,13 +1894,34 @@ class Analysis:
         mon = self.soak.monitor
         assert mon is not None
         most = max(s.fds for s in mon.samples)
-        self.stats["fds"] = {"floor_warm": floor0, "floor_end": floor1, "max": most}
+        cgroup_most = max(s.cgroup_fds for s in mon.samples)
+        cgroup_bound = self.soak.args.services * CGROUP_FDS_PER_SERVICE
+        self.stats["fds"] = {
+            "floor_warm": floor0,
+            "floor_end": floor1,
+            "max": most,
+            "cgroup_max": cgroup_most,
+        }
+        problems = []
+        if floor1 > floor0:
+            low0 = min(first, key=lambda s: s.fd_floor).floor_links
+            low1 = min(last, key=lambda s: s.fd_floor).floor_links
+            extra = Counter(kind_of(link) for link in low1) - Counter(
+                kind_of(link) for link in low0
+            )
+            problems.append(
+                f"fd floor grew from {floor0} to {floor1} (more: {dict(extra) or 'unknown'})"
+            )
+        if cgroup_most > cgroup_bound:
+            problems.append(f"{cgroup_most} cgroup files open at once, bound {cgroup_bound}")
         return Check(
             "fds flat",
-            floor1 <= floor0,
-            f"open fds not held by a running service's pipes: {floor0} after warm-up,"
-            f" {floor1} at the end (minimum over a window each); at most {most} fds in all",
-            [] if floor1 <= floor0 else [f"fd floor grew from {floor0} to {floor1}"],
+            not problems,
+            f"open fds not held by a running service's pipes or a live service cgroup:"
+            f" {floor0} after warm-up, {floor1} at the end (minimum over a window each);"
+            f" at most {most} fds in all, {cgroup_most} of them cgroup files"
+            f" (bound {cgroup_bound})",
+            problems,
         )
 
     def check_threads(self) -> Check:
@@ -1965,6 +2045,11 @@ class Analysis:
                 count += 1
                 if run.exit.get("reason") != "oom" or not run.oom:
                     problems.append(f"{name} pid {run.pid}: OOM run ended {strip(run.exit)}")
+        if count == 0:
+            problems.append(
+                "no run got as far as going over memory.max: not exercised (run longer or"
+                " with another seed)"
+            )
         return Check(
             "OOM kills",
             not problems,
