@@ -409,6 +409,7 @@ class Soak:
         self.seed: int = args.seed
         self.rng = random.Random(f"soak/{self.seed}")
         self.cgv2 = os.environ.get("CGV2_VM") == "1"
+        self.tinit_tree = tree(args)  # which tinit ran, taken before the run
         self.specs = make_specs(args.services, self.rng, oom=self.cgv2)
         self.by_name = {s.name: s for s in self.specs}
         self.toggle = self.specs[-1].name
@@ -450,7 +451,7 @@ class Soak:
 
     _SAVED = (
         "t_start", "t_chaos_end", "shutdown_seconds", "exit_code", "final_status", "actions",
-        "bursts", "toggle", "stalls",
+        "bursts", "toggle", "stalls", "tinit_tree",
     )  # fmt: skip
 
     def save(self) -> None:
@@ -481,7 +482,8 @@ class Soak:
             os.environ["CGV2_VM"] = "1"
         soak = cls(args, workdir)
         for key in cls._SAVED:
-            setattr(soak, key, state[key])
+            if key in state:  # runs kept by an older soak.py lack the newer keys
+                setattr(soak, key, state[key])
         soak.actions = Counter(state["actions"])
         soak.bursts = [(t, s) for t, s in state["bursts"]]
         soak.requests = [Request(**r) for r in state["requests"]]
@@ -2177,7 +2179,7 @@ def report(soak: Soak, analysis: Analysis, checks: list[Check]) -> str:
         "",
         f"Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, {info['os']};"
         f" tinit under {info['python (tinit)']}, services under {info['python (helpers)']},"
-        f" trio {info['trio']}; {tree(args)}; run {run_date}."
+        f" trio {info['trio']}; {soak.tinit_tree}; run {run_date}."
         f" Cgroups: {'pure cgroup v2 guest' if soak.cgv2 else 'host (v1/v2 hybrid: unified mount without controllers)'}.",  # noqa: E501
         "",
         markdown_table(
