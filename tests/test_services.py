@@ -644,3 +644,38 @@ def test_a_raw_service_cannot_cut_into_prefixed_lines_on_a_full_pipe(tmp_path: P
     assert torn == []
     assert prefixed == list(range(4000))
     assert raw == list(range(20000))
+
+
+def test_reset_after_counts_from_start_to_exit_and_each_exit_logs_its_uptime(
+    tmp_path: Path,
+) -> None:
+    """A run up for reset_after clears the failure count; a shorter one does not."""
+    config = write_config(
+        tmp_path,
+        """
+        version: 1
+        services:
+          steady:
+            command: "sh -c 'sleep 0.6; exit 1'"
+            max_restarts: 1
+            backoff: {initial: 50ms, factor: 4, max: 10s, reset_after: 500ms}
+          brittle:
+            command: "sh -c 'sleep 0.1; exit 1'"
+            max_restarts: 1
+            backoff: {initial: 50ms, factor: 4, max: 10s, reset_after: 500ms}
+        """,
+    )
+    tinit = start(config)
+    time.sleep(3.0)
+    tinit.signal(signal.SIGTERM)
+    result = finish(tinit)
+    steady = [e for e in result.named("service_exited", "steady") if e["exit_code"] == 1]
+    assert len(steady) >= 3  # never gave up: each run reset the count
+    assert all(0.6 <= e["uptime"] < 5 for e in steady)
+    assert not result.named("service_gave_up", "steady")
+    assert all(
+        e["delay"] <= 0.05 * 1.2 + 0.001 for e in result.named("service_restarting", "steady")
+    )
+    brittle = result.named("service_exited", "brittle")
+    assert len(brittle) == 2 and all(0.1 <= e["uptime"] < 0.5 for e in brittle)
+    assert len(result.named("service_gave_up", "brittle")) == 1

@@ -302,6 +302,8 @@ class ServiceRunner:
                 if self.cgroup is not None:
                     nursery.start_soon(self.cgroup.watch_oom, self._on_oom)
                 status = await child.wait()
+                # how long it stayed up: what reset_after is measured against
+                uptime = trio.current_time() - started
                 # Whatever the main process left gets the stop sequence before
                 # the exit is reported (SPEC §11): the event marks the end of
                 # the run, when nothing of it is left.
@@ -309,7 +311,7 @@ class ServiceRunner:
                     await self._terminate(child, leftovers_only=True)
                 else:
                     await self._terminated.wait()
-                self._log_exit(child, status)
+                self._log_exit(child, status, uptime)
                 await self._drain_output(output, pumped)
                 nursery.cancel_scope.cancel()
         finally:
@@ -320,7 +322,7 @@ class ServiceRunner:
             output.close()
             self._drop_cgroup()
             self.last_oom = self._oom_this_run > 0
-        return status, trio.current_time() - started
+        return status, uptime
 
     async def _drain_output(self, output: Output, pumped: trio.Event) -> None:
         """Let the run's output reach its reader before the run counts as over.
@@ -388,13 +390,13 @@ class ServiceRunner:
             pid=None if self.child is None else self.child.pid,
         )
 
-    def _log_exit(self, child: Child, status: ExitStatus) -> None:
+    def _log_exit(self, child: Child, status: ExitStatus, uptime: float) -> None:
         if self.cgroup is not None:
             self._check_oom(self.cgroup.oom_kills())
         fields = status.log_fields()
         if self._oom_this_run:
             fields["reason"] = "oom"
-        self.log.info("service_exited", pid=child.pid, **fields)
+        self.log.info("service_exited", pid=child.pid, **fields, uptime=round(uptime, 3))
 
     def _start_failed(self, exc: TinitError | OSError) -> ExitStatus:
         self._run_failed = True
