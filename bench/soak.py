@@ -1513,11 +1513,17 @@ class Analysis:
                 failed = e.get("signal") is not None or e.get("exit_code") not in spec.success
                 end = d["_t"] if d is not None else e["_t"]
                 options = []
-                # tinit measures the run's uptime after its exit event and before
-                # its decision event: a reset is certain when even the exit came
-                # after reset_after, and possible when the decision did.
-                for reset in {e["_t"] - run.t_start >= spec.reset_after + 0.01,
-                              end - run.t_start >= spec.reset_after - 0.01}:  # fmt: skip
+                if "uptime" in e:
+                    # tinit's own measure, on its monotonic clock (logged in ms)
+                    resets = {e["uptime"] >= spec.reset_after}
+                    if abs(e["uptime"] - spec.reset_after) <= 0.0005:
+                        resets = {True, False}
+                else:
+                    # from the event times: certain when even the exit came after
+                    # reset_after, possible when the decision did
+                    resets = {e["_t"] - run.t_start >= spec.reset_after + 0.01,
+                              end - run.t_start >= spec.reset_after - 0.01}  # fmt: skip
+                for reset in resets:
                     f = (0 if reset else failures) + 1 if failed else 0
                     wants = spec.restart == "always" or (spec.restart == "on-failure" and failed)
                     if not wants:
