@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import socket
 import stat
 import struct
@@ -60,7 +61,7 @@ def set_logger(log: Log) -> None:
     _log = log
 
 
-_PIPE_BUF: Final = 4096  # a pipe write up to this size is atomic (pipe(7))
+_PIPE_BUF: Final = select.PIPE_BUF  # a pipe write up to this size is atomic (pipe(7))
 _PIPE_SIZE: Final = 256 * 1024  # kernel buffer asked for service pipes: fewer wake-ups
 _FILE_MODE: Final = 0o640
 
@@ -337,13 +338,8 @@ class Ring:
             page = _Page(capacity, self._added)
             self._pages.append(page)
             self._size += capacity
-        _RECORD.pack_into(
-            page.buf,
-            page.used,
-            time.time() if ts is None else ts,
-            _STREAMS.index(stream),
-            len(data),
-        )
+        when = time.time() if ts is None else ts
+        _RECORD.pack_into(page.buf, page.used, when, _STREAMS.index(stream), len(data))
         start = page.used + _RECORD.size
         page.buf[start : start + len(data)] = data
         page.used = start + len(data)
