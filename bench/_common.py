@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import io
 import math
 import os
 import platform
@@ -25,9 +26,11 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -342,6 +345,58 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# --- which tinit is measured ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TinitSnapshot:
+    """tinit as committed at a git ref, unpacked outside the working tree."""
+
+    ref: str
+    commit: str
+    #: the argv prefix that starts this tinit (in place of ``TINIT``)
+    command: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        """What a report says was measured."""
+        return f"{self.ref} = {self.commit[:12]} (a snapshot: git archive)"
+
+
+def git(*args: str) -> str:
+    """Run git in the repository and return its stdout; raise if it fails or hangs.
+
+    ``safe.directory`` lets git read a tree owned by another user, as the
+    repository is when mounted into the cgroup v2 guest.
+    """
+    argv = ["git", "-c", f"safe.directory={ROOT}", "-C", str(ROOT), *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def snapshot_tinit(ref: str, top: Path) -> TinitSnapshot:
+    """Unpack ``git archive REF tinit`` into ``top`` and say how to run that tinit.
+
+    The venv's tinit is an editable install of the working tree, which may
+    change while a long benchmark runs; a snapshot does not. Its directory
+    goes first on PYTHONPATH, and ``-P`` keeps the current directory (the
+    working tree) off sys.path. ``top`` must outlive the runs: the caller owns it.
+    """
+    commit = git("rev-parse", "--verify", f"{ref}^{{commit}}").strip()
+    archive = subprocess.run(
+        ["git", "-c", f"safe.directory={ROOT}", "-C", str(ROOT), "archive", "--format=tar",
+         commit, "tinit"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout  # fmt: skip
+    dest = top / "tinit-src"
+    dest.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    command = ("/usr/bin/env", f"PYTHONPATH={dest}", str(VENV_PYTHON), "-P", "-m", "tinit")
+    return TinitSnapshot(ref, commit, command)
 
 
 # --- the machine -------------------------------------------------------------------

@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import io
 import json
 import os
 import platform
@@ -60,7 +59,6 @@ import select
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -68,7 +66,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from _common import ROOT, TINIT, VENV_PYTHON, BenchError, fmt, log, markdown_table, median
+from _common import (
+    TINIT,
+    BenchError,
+    fmt,
+    log,
+    markdown_table,
+    median,
+    snapshot_tinit,
+)
 
 MOUNT: Final = Path("/sys/fs/cgroup")
 MODES: Final = ("auto", "off")
@@ -97,35 +103,6 @@ QUICK: Final = Counts(services=20, runs=1)
 
 #: How tinit is started; ``--tinit-ref`` replaces it with a snapshot of a commit.
 TINIT_COMMAND: list[str] = [str(TINIT)]
-
-
-def use_tinit_ref(ref: str, top: Path) -> str:
-    """Run tinit from ``git archive REF tinit`` instead of the (editable) working tree.
-
-    The working tree may change while a benchmark runs; the snapshot goes first
-    on PYTHONPATH and ``-P`` keeps the current directory off sys.path.
-    Returns the commit measured.
-    """
-    git = ["git", "-c", f"safe.directory={ROOT}", "-C", str(ROOT)]
-    commit = subprocess.run(
-        [*git, "rev-parse", "--verify", f"{ref}^{{commit}}"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.strip()
-    archive = subprocess.run(
-        [*git, "archive", "--format=tar", commit, "tinit"],
-        capture_output=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    dest = top / "tinit-src"
-    dest.mkdir()
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(dest, filter="data")
-    TINIT_COMMAND[:] = ["/usr/bin/env", f"PYTHONPATH={dest}", str(VENV_PYTHON), "-P", "-m", "tinit"]
-    return commit
 
 
 # --- where we are ---------------------------------------------------------------
@@ -621,8 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tinit-bench-cgroups-") as tmp:
         if args.tinit_ref:
-            commit = use_tinit_ref(args.tinit_ref, Path(tmp))
-            info["tinit"] = f"{args.tinit_ref} = {commit[:12]} (a snapshot: git archive)"
+            snapshot = snapshot_tinit(args.tinit_ref, Path(tmp))
+            TINIT_COMMAND[:] = snapshot.command
+            info["tinit"] = snapshot.label
         res = run_all(counts, Path(tmp), container=container)
     info["duration"] = f"{time.monotonic() - began:.0f} s"
     info["load at the end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])

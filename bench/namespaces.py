@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import random
@@ -63,7 +62,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -73,10 +71,8 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from _common import (
-    ROOT,
     SYSTEM_PYTHON,
     TINIT,
-    VENV_PYTHON,
     BenchError,
     Launched,
     comm,
@@ -88,6 +84,7 @@ from _common import (
     markdown_table,
     median,
     percentile,
+    snapshot_tinit,
     takes_signal,
 )
 
@@ -166,38 +163,6 @@ def shuffled(items: Sequence[T], rng: random.Random) -> list[T]:
     order = list(items)
     rng.shuffle(order)
     return order
-
-
-# --- tinit to run ------------------------------------------------------------------
-
-
-def use_tinit_ref(ref: str, top: Path) -> str:
-    """Run tinit from ``git archive REF tinit`` instead of the working tree; return the commit.
-
-    The venv's tinit is an editable install of a working tree others may
-    change during the run. The snapshot goes first on PYTHONPATH; ``-P`` keeps
-    the current directory off sys.path.
-    """
-    commit = _git("rev-parse", "--verify", f"{ref}^{{commit}}").strip()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", commit, "tinit"],
-        capture_output=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    dest = top / "tinit-src"
-    dest.mkdir()
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(dest, filter="data")
-    TINIT_COMMAND[:] = ["/usr/bin/env", f"PYTHONPATH={dest}", str(VENV_PYTHON), "-P", "-m", "tinit"]
-    return commit
-
-
-def _git(*args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=60, check=True
-    )
-    return done.stdout
 
 
 # --- configs -----------------------------------------------------------------------
@@ -601,8 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"counts": vars(args) | {"json": str(args.json)}}
     try:
         if args.tinit_ref:
-            commit = use_tinit_ref(args.tinit_ref, work)
-            machine["tinit"] = f"{args.tinit_ref} = {commit[:12]} (a snapshot: git archive)"
+            snapshot = snapshot_tinit(args.tinit_ref, work)
+            TINIT_COMMAND[:] = snapshot.command
+            machine["tinit"] = snapshot.label
         if os.path.isdir("/srv"):
             hidden = "/srv"
         else:

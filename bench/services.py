@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import io
 import json
 import os
 import select
@@ -62,7 +61,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -72,16 +70,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from _common import (
-    ROOT,
     SYSTEM_PYTHON,
     TINIT,
-    VENV_PYTHON,
     BenchError,
     Launched,
     cpu_ticks,
     deb_version,
     ensure_debian_packages,
     fmt,
+    git,
     log,
     machine_info,
     markdown_table,
@@ -89,6 +86,7 @@ from _common import (
     percentile,
     proc_status,
     pss_kib,
+    snapshot_tinit,
     status_kib,
 )
 
@@ -199,41 +197,11 @@ TINIT_COMMAND: list[str] = [str(TINIT)]
 TINIT_ARGS: list[str] = []
 
 
-def use_tinit_ref(ref: str, top: Path) -> str:
-    """Run tinit from ``git archive REF tinit`` instead of the working tree.
-
-    The venv's tinit is an editable install of the working tree, which may
-    change while a long benchmark runs. The snapshot is put first on
-    PYTHONPATH; ``-P`` keeps the current directory (the working tree) off
-    sys.path. Returns the commit measured.
-    """
-    commit = _git("rev-parse", "--verify", f"{ref}^{{commit}}").strip()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", commit, "tinit"],
-        capture_output=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    dest = top / "tinit-src"
-    dest.mkdir()
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(dest, filter="data")
-    TINIT_COMMAND[:] = ["/usr/bin/env", f"PYTHONPATH={dest}", str(VENV_PYTHON), "-P", "-m", "tinit"]
-    return commit
-
-
-def _git(*args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=60, check=True
-    )
-    return done.stdout
-
-
 def tinit_revision() -> str:
     """The commit of the working tree, and whether tinit/ differs from it."""
     try:
-        commit = _git("rev-parse", "--short", "HEAD").strip()
-        dirty = _git("status", "--porcelain", "--", "tinit").strip()
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--", "tinit").strip()
     except (OSError, subprocess.SubprocessError):
         return "n/a"
     return f"working tree at {commit}" + (", tinit/ modified" if dirty else "")
@@ -1208,8 +1176,9 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tinit-bench-services-") as tmp:
         if args.tinit_ref:
-            commit = use_tinit_ref(args.tinit_ref, Path(tmp))
-            machine["tinit"] = f"{args.tinit_ref} = {commit[:12]} (a snapshot: git archive)"
+            snapshot = snapshot_tinit(args.tinit_ref, Path(tmp))
+            TINIT_COMMAND[:] = snapshot.command
+            machine["tinit"] = snapshot.label
         else:
             machine["tinit"] = tinit_revision()
         TINIT_ARGS[:] = args.tinit_arg
