@@ -119,7 +119,6 @@ _libc.mount.argtypes = (
     ctypes.c_ulong,
     ctypes.c_char_p,
 )
-_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
 
 
 def _check(result: int, filename: str | None = None) -> None:
@@ -152,11 +151,6 @@ def mount(
     """``mount(2)``; raises OSError naming ``target``."""
     result = _libc.mount(_bytes(source), _bytes(target), _bytes(fstype), flags, _bytes(data))
     _check(result, target)
-
-
-def umount(target: str, flags: int = 0) -> None:
-    """``umount2(2)``; raises OSError naming ``target``."""
-    _check(_libc.umount2(_bytes(target), flags), target)
 
 
 def set_loopback_up() -> None:
