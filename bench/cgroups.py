@@ -6,9 +6,10 @@ Run it as root from the repository (after ``bash .ci/setup``)::
     .venv/bin/python bench/cgroups.py --quick           # a smoke run with small counts
     .venv/bin/python bench/cgroups.py --json out.json   # the raw numbers too
 
-    # on a real cgroup v2 with cpu, io, memory and pids (the cgv2-vm guest,
-    # where every fork of tinit costs ~0.2 s: one run takes ~75 s):
-    ../shared/tools/cgv2-vm --rw $PWD -C $PWD '.venv/bin/python bench/cgroups.py --runs 3'
+    # inside a guest whose /sys/fs/cgroup is a pure cgroup v2 with cpu, io,
+    # memory and pids (docs/benchmarks.md describes the one measured there;
+    # every fork of tinit costs it ~0.2 s, so one run takes ~75 s):
+    .venv/bin/python bench/cgroups.py --runs 3
 
 Without ``--tinit-ref`` tinit runs from the working tree (the venv's
 editable install), which may change while the benchmark runs.

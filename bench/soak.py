@@ -74,7 +74,7 @@ from _common import (
 
 SERVICE: Final = ROOT / "bench" / "soak_service.py"
 PYTHON: Final = "/usr/bin/python3"
-MAX_LINE: Final = 64 * 1024  # tinit splits longer lines into pieces this long (SPEC §7)
+MAX_LINE: Final = 64 * 1024  # tinit cuts longer lines into pieces this long (docs/configuration.md)
 PIPE_BUF: Final = select.PIPE_BUF  # writes up to this size to a pipe are atomic
 SHUTDOWN_TIMEOUT: Final = 8.0
 STUBBORN_STOP: Final = 1.0
@@ -639,7 +639,7 @@ class Soak:
         self.final_status = (sent, time.time(), reply)
         # The final SIGTERM races an operator's restart of stubborn, which ignores
         # SIGTERM, so stopping it takes its stop_timeout: once the shutdown has
-        # begun, nothing may start again (SPEC §4), and its SIGKILL makes the exit 137.
+        # begun, nothing may start again, and its SIGKILL makes the exit 137.
         racer = threading.Thread(
             target=self.call, args=("race", {"cmd": "restart", "names": ["stubborn"]}), daemon=True
         )
@@ -1963,7 +1963,9 @@ class Analysis:
         if "stubborn" not in killed:
             problems.append("stubborn (ignores SIGTERM) was not SIGKILLed at its stop_timeout")
         if soak.exit_code != 137:
-            problems.append(f"exit code {soak.exit_code}, SPEC §11 says 137 (something was killed)")
+            problems.append(
+                f"exit code {soak.exit_code}, not 137: a shutdown that SIGKILLs exits 137"
+            )
         if not finished or finished[-1].get("exit_code") != expected:
             problems.append(f"shutdown_finished says {finished[-1] if finished else None}")
         secs = soak.shutdown_seconds
@@ -2039,7 +2041,7 @@ class Analysis:
                 "OOM kills",
                 True,
                 "",
-                skipped="needs the pure cgroup v2 guest (CGV2_VM=1, ../shared/tools/cgv2-vm):"
+                skipped="needs the pure cgroup v2 guest (CGV2_VM=1, docs/reliability.md):"
                 " this host's memory controller is on cgroup v1",
             )
         problems: list[str] = []
