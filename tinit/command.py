@@ -36,7 +36,7 @@ def run_command(argv: Sequence[str], *, stop_timeout: float, log: Log) -> int:
     spawn.mark_inherited_fds_cloexec()
     pid1 = procs.is_pid1()
     if not pid1:
-        become_subreaper()
+        procs.become_subreaper()
     reaper = Reaper(
         on_orphan=lambda pid, st: log.debug("orphan_reaped", pid=pid, **st.log_fields())
     )
@@ -94,13 +94,6 @@ class _Forwarder:
             pass  # nothing may escape into the interrupted code
 
 
-def become_subreaper() -> None:
-    """Make orphaned descendants come to this process instead of the real PID 1."""
-    import prctl
-
-    prctl.set_child_subreaper(True)
-
-
 def _controlling_tty() -> int | None:
     """fd 0 when it is this process's controlling terminal, else None."""
     try:
@@ -122,7 +115,6 @@ async def _supervise(
     import trio
 
     log = log.bind(pid=child.pid)
-    leftovers = _Leftovers(reaper, forwarder, stop_timeout, log)
     try:
         with trio.open_signal_receiver(signal.SIGCHLD) as received:
             signals.unblock()
@@ -137,7 +129,15 @@ async def _supervise(
                 status = await child.wait()
                 if failed is None:
                     log.info("command_exited", **status.log_fields())
-                await leftovers.clean_up()
+                # A TERM or INT from now on means "kill them all now".
+                forwarder.cleaning = True
+                await procs.stop_leftovers(
+                    reaper,
+                    deadline=trio.current_time() + stop_timeout,
+                    reason="stop_timeout",
+                    log=log,
+                    timeout=stop_timeout,
+                )
                 nursery.cancel_scope.cancel()
             if failed is not None:
                 raise failed
@@ -152,34 +152,3 @@ async def _supervise(
 async def _serve_sigchld(received: AsyncIterator[int], reaper: Reaper) -> None:
     async for _ in received:
         reaper.reap()
-
-
-class _Leftovers:
-    """Stops what outlives the command: TERM, then KILL after the timeout."""
-
-    def __init__(
-        self, reaper: Reaper, forwarder: _Forwarder, stop_timeout: float, log: Log
-    ) -> None:
-        self._reaper = reaper
-        self._forwarder = forwarder
-        self._timeout = stop_timeout
-        self._log = log
-
-    async def clean_up(self) -> None:
-        import trio
-
-        self._reaper.reap()
-        if not self._reaper.has_children:
-            return
-        self._forwarder.cleaning = True
-        count = procs.signal_everything(signal.SIGTERM)
-        self._log.info("stopping_leftovers", processes=count, timeout=self._timeout)
-        with trio.move_on_after(self._timeout):
-            await self._reaper.wait_all_gone()
-            return
-        self._log.warning("killing_leftovers", reason="stop_timeout", timeout=self._timeout)
-        self.kill_now()
-        await self._reaper.wait_all_gone()
-
-    def kill_now(self) -> None:
-        procs.signal_everything(signal.SIGKILL)

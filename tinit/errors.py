@@ -8,8 +8,14 @@ and, where there is one, the fix.
 
 from __future__ import annotations
 
+import contextlib
+import errno as errnos
+import os
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 EX_OK: Final = 0
 EX_USAGE: Final = 2  # bad command line, invalid or unreadable config
@@ -72,8 +78,6 @@ class SpawnError(TinitError):
     """
 
     def __init__(self, command: str, errno: int, strerror: str, stage: str = "exec") -> None:
-        import errno as errnos
-
         self.command = command
         self.errno = errno
         self.stage = stage
@@ -94,3 +98,21 @@ class ControlError(TinitError):
     """A client command could not reach the running tinit, or was refused."""
 
     exit_code = 1
+
+
+@contextlib.contextmanager
+def stage(name: str) -> Iterator[None]:  # pragma: no cover - child
+    """Re-raise a failure inside as ``OSError(errno, "<name>: <reason>")``.
+
+    For the steps of a child's set-up before its exec (namespaces,
+    privileges): the child reports the message to tinit, which names the
+    step that failed. python-prctl reports an unknown capability as
+    ValueError; it becomes EINVAL.
+    """
+    try:
+        yield
+    except OSError as exc:
+        code = exc.errno or errnos.EPERM
+        raise OSError(code, f"{name}: {exc.strerror or os.strerror(code)}") from exc
+    except ValueError as exc:
+        raise OSError(errnos.EINVAL, f"{name}: {exc}") from exc

@@ -21,27 +21,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from typing import Final
 
 from . import namespaces as ns
+from . import signals
 from .errors import UsageError
-
-#: what the outer process relays to the inner PID 1: everything it may get
-_RELAYED: Final = tuple(
-    s
-    for s in signal.valid_signals()
-    if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU)
-    and s
-    not in (
-        signal.SIGSEGV,
-        signal.SIGBUS,
-        signal.SIGFPE,
-        signal.SIGILL,
-        signal.SIGABRT,
-        signal.SIGTRAP,
-        signal.SIGSYS,
-    )
-)
 
 
 def enter(*, net: bool, hostname: str) -> int | None:
@@ -119,23 +102,12 @@ def _relay(pid: int, ready_r: int) -> int:
     if failure:
         os.waitpid(pid, 0)
         raise UsageError(f"--isolate: cannot {failure.decode(errors='replace')}")
-    waited = {*_RELAYED, signal.SIGCHLD}
-    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            code = os.waitstatus_to_exitcode(status)
-            return 128 - code if code < 0 else code
-        info = signal.sigwaitinfo(waited)
-        if info.si_signo != signal.SIGCHLD:
-            try:
-                os.kill(pid, info.si_signo)
-            except ProcessLookupError:
-                pass  # it is on its way out; the next SIGCHLD says how
+    # The inner tinit takes the same signals a one-command tinit forwards.
+    return signals.relay_until_exit(pid, signals.FORWARDABLE, lambda signum: os.kill(pid, signum))
 
 
 def default_hostname(config: str | None, command: list[str] | None) -> str:
-    """The config file's name without extension, or the command's name (SPEC §12)."""
+    """The config file's name without extension, or the command's name."""
     if config is not None:
         base = os.path.splitext(os.path.basename(config))[0]
     elif command:

@@ -46,7 +46,6 @@ ctypes, resolved at import so the child does no dlopen of its own.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import fcntl
@@ -57,9 +56,9 @@ import stat
 import struct
 from typing import TYPE_CHECKING, Final
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from .errors import stage
 
+if TYPE_CHECKING:
     from .config import Namespaces
 
 CLONE_NEWNS: Final = 0x00020000
@@ -206,25 +205,25 @@ def apply_in_child(ns: Namespaces) -> None:  # pragma: no cover - runs in forked
     then half set up and must not exec.
     """
     if ns.private_tmp or ns.read_only_paths or ns.hidden_paths:
-        with _stage("unshare the mount namespace"):
+        with stage("unshare the mount namespace"):
             unshare(CLONE_NEWNS)
-        with _stage("make mounts private"):
+        with stage("make mounts private"):
             make_mounts_private()
         for path in ns.read_only_paths:
-            with _stage(f"make {path} read-only"):
+            with stage(f"make {path} read-only"):
                 _make_read_only(path)
         for path in ns.hidden_paths:
-            with _stage(f"hide {path}"):
+            with stage(f"hide {path}"):
                 _hide(path)
         if ns.private_tmp:
             for path in _TMP_DIRS:
                 if os.path.isdir(path):
-                    with _stage(f"mount a private {path}"):
+                    with stage(f"mount a private {path}"):
                         mount("tinit-private-tmp", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     if ns.network == "none":
-        with _stage("unshare the network namespace"):
+        with stage("unshare the network namespace"):
             unshare(CLONE_NEWNET)
-        with _stage("bring up lo"):
+        with stage("bring up lo"):
             set_loopback_up()
 
 
@@ -284,16 +283,6 @@ def _mountinfo() -> list[tuple[str, str, bool]]:
             read_only = "ro" in parts[5].split(",")
             mounts.append((point, tail.split()[0], read_only))
     return mounts
-
-
-@contextlib.contextmanager
-def _stage(name: str) -> Iterator[None]:  # pragma: no cover - child
-    """Re-raise a failure inside as ``OSError(errno, "<name>: <reason>")``."""
-    try:
-        yield
-    except OSError as exc:
-        code = exc.errno or errno.EPERM
-        raise OSError(code, f"{name}: {exc.strerror or os.strerror(code)}") from exc
 
 
 def host_support(ns: Namespaces) -> str | None:

@@ -46,7 +46,6 @@ otherwise follow the service; then they are cleared.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import functools
@@ -57,9 +56,10 @@ from typing import TYPE_CHECKING, Final
 import prctl
 
 from ._units import did_you_mean
+from .errors import stage
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable
 
     from .config import Capabilities
 
@@ -182,17 +182,17 @@ def apply_in_child(p: Privileges) -> None:  # pragma: no cover - runs in forked 
     set_caps = bool(p.drop or p.add) or leaves_root
 
     if p.add:
-        with _stage("keep capabilities"):
+        with stage("keep capabilities"):
             _check_held(p.add)
 
     for cap in sorted(p.drop):
         if not _in_bounding_set(cap):
             continue
-        with _stage(f"drop {cap_name(cap)} from the bounding set"):
+        with stage(f"drop {cap_name(cap)} from the bounding set"):
             prctl.capbset_drop(cap)
 
     if p.add and leaves_root:
-        with _stage("keep capabilities across setuid"):
+        with stage("keep capabilities across setuid"):
             # Cleared by execve, so it needs no resetting.
             prctl.set_keepcaps(True)
 
@@ -200,19 +200,19 @@ def apply_in_child(p: Privileges) -> None:  # pragma: no cover - runs in forked 
     if groups is None and leaves_root:
         groups = ()
     if groups is not None:
-        with _stage(f"set groups {list(groups)}"):
+        with stage(f"set groups {list(groups)}"):
             os.setgroups(list(groups))
     if p.gid is not None:
-        with _stage(f"set group {p.gid}"):
+        with stage(f"set group {p.gid}"):
             os.setgid(p.gid)
     if p.uid is not None:
-        with _stage(f"set user {p.uid}"):
+        with stage(f"set user {p.uid}"):
             os.setuid(p.uid)
 
     if set_caps:
-        with _stage("set capabilities"):
+        with stage("set capabilities"):
             _set_capabilities(p, to_user)
-        with _stage("clear ambient capabilities"):
+        with stage("clear ambient capabilities"):
             try:
                 _ambient(PR_CAP_AMBIENT_CLEAR_ALL)
             except OSError as exc:
@@ -221,11 +221,11 @@ def apply_in_child(p: Privileges) -> None:  # pragma: no cover - runs in forked 
                     raise
         if to_user:
             for cap in sorted(p.add):
-                with _stage(f"raise {cap_name(cap)} into the ambient set"):
+                with stage(f"raise {cap_name(cap)} into the ambient set"):
                     _ambient(PR_CAP_AMBIENT_RAISE, cap)
 
     if p.no_new_privs:
-        with _stage("set no_new_privs"):
+        with stage("set no_new_privs"):
             prctl.set_no_new_privs(True)
 
 
@@ -276,15 +276,3 @@ def _ambient(op: int, cap: int = 0) -> None:  # pragma: no cover - child
     if _libc.prctl(*(ctypes.c_ulong(arg) for arg in args)) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
-
-
-@contextlib.contextmanager
-def _stage(name: str) -> Iterator[None]:  # pragma: no cover - child
-    """Re-raise a failure inside as ``OSError(errno, "<name>: <reason>")``."""
-    try:
-        yield
-    except OSError as exc:
-        code = exc.errno or errno.EPERM
-        raise OSError(code, f"{name}: {exc.strerror or os.strerror(code)}") from exc
-    except ValueError as exc:  # python-prctl's "Unknown capability"
-        raise OSError(errno.EINVAL, f"{name}: {exc}") from exc

@@ -5,7 +5,7 @@ As PID 1 of a namespace, "everything left" is every other process in it, and
 subreaper, everything it must clean up is a descendant, and descendants are
 found through ``/proc/PID/task/TID/children``. ``kill(-1)`` is never used when
 tinit is not PID 1: it would signal every process the user owns
-(research/painpoints.md §2.17).
+(tini documents the same trap for its ``-g``).
 
 Whether anything is left is not read from /proc at all: a PID 1 or a
 subreaper inherits every orphan, so "no child left" (waitpid's ECHILD, seen by
@@ -15,10 +15,23 @@ the reaper) means "no descendant left".
 from __future__ import annotations
 
 import os
+import signal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .logs import Log
+    from .reaper import Reaper
 
 
 def is_pid1() -> bool:
     return os.getpid() == 1
+
+
+def become_subreaper() -> None:
+    """Make orphaned descendants come to this process instead of the real PID 1."""
+    import prctl
+
+    prctl.set_child_subreaper(True)
 
 
 def descendants(root: int | None = None) -> list[int]:
@@ -80,3 +93,28 @@ def group_exists(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+async def stop_leftovers(
+    reaper: Reaper, *, deadline: float, reason: str, log: Log, **fields: Any
+) -> None:
+    """Stop what outlives the command or the services: SIGTERM, then SIGKILL at ``deadline``.
+
+    ``deadline`` is in trio's clock; ``reason`` names the timeout that ran
+    out in the ``killing_leftovers`` event. Returns once the reaper has
+    reaped everything: a PID 1 or a subreaper inherits every orphan, so no
+    child left means no descendant left.
+    """
+    import trio
+
+    reaper.reap()
+    if not reaper.has_children:
+        return
+    count = signal_everything(signal.SIGTERM)
+    log.info("stopping_leftovers", processes=count, **fields)
+    with trio.move_on_at(deadline):
+        await reaper.wait_all_gone()
+        return
+    log.warning("killing_leftovers", reason=reason, **fields)
+    signal_everything(signal.SIGKILL)
+    await reaper.wait_all_gone()

@@ -43,9 +43,7 @@ def run_services(
     spawn.mark_inherited_fds_cloexec()
     pid1 = procs.is_pid1()
     if not pid1:
-        from .command import become_subreaper
-
-        become_subreaper()
+        procs.become_subreaper()
         log.info("not_pid1", pid=os.getpid(), note="child subreaper: orphans still come to tinit")
     cgroups = None if no_cgroups else setup_cgroups(config, log)
     supervisor = Supervisor(config, log, pid1=pid1, cgroups=cgroups, control_socket=control_socket)
@@ -163,7 +161,12 @@ class Supervisor:
                     ctx.deadline = trio.current_time() + self.config.settings.shutdown_timeout
                     if self._shutting_down:
                         await self._shutdown(ctx.deadline)
-                    await self._stop_leftovers(ctx.deadline)
+                    await procs.stop_leftovers(
+                        self.reaper,
+                        deadline=max(ctx.deadline, trio.current_time() + 0.1),
+                        reason="shutdown_timeout",
+                        log=self.log,
+                    )
                     root.cancel_scope.cancel()
         finally:
             signal.pthread_sigmask(signal.SIG_BLOCK, signals.HANDLED)
@@ -372,20 +375,6 @@ class Supervisor:
         for runner in self.runners.values():
             runner.kill_now()
         procs.signal_everything(signal.SIGKILL)
-
-    async def _stop_leftovers(self, deadline: float) -> None:
-        """After the services: orphans get SIGTERM, then SIGKILL at the deadline."""
-        self.reaper.reap()
-        if not self.reaper.has_children:
-            return
-        count = procs.signal_everything(signal.SIGTERM)
-        self.log.info("stopping_leftovers", processes=count)
-        with trio.move_on_at(max(deadline, trio.current_time() + 0.1)):
-            await self.reaper.wait_all_gone()
-            return
-        self.log.warning("killing_leftovers", reason="shutdown_timeout")
-        procs.signal_everything(signal.SIGKILL)
-        await self.reaper.wait_all_gone()
 
     # -- signals ----------------------------------------------------------------
 
