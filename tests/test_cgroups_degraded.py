@@ -503,3 +503,85 @@ def test_a_service_named_like_a_cgroup_file_is_refused_by_check_or_runs(tmp_path
     result = finish(start("", config))
     assert not result.named("service_start_failed"), result.stderr
     assert result.code == 0
+
+
+# -- subtrees of dead tinits -------------------------------------------------------------------
+
+
+def _daemon_pid(pidfile: Path) -> int:
+    assert nsrun.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), timeout=20)
+    return int(pidfile.read_text())
+
+
+@needs_hybrid
+def test_a_sigkilled_tinits_subtree_is_removed_by_the_next_tinit(
+    tmp_path: Path, before: set[str]
+) -> None:
+    """Regression: a tinit killed with SIGKILL on a host left its tinit-ID subtree, with a
+    daemon its service had started still running in it, and later tinits could not tell it
+    from a live one. Each subtree's owner now holds a lock on it; the next tinit kills what
+    is left in an unowned subtree and removes it, and leaves a live tinit's subtree alone."""
+    pidfile = tmp_path / "daemon.pid"
+    # The service starts a daemon in a session of its own, then waits: when tinit dies,
+    # the main process gets its parent-death SIGKILL, the daemon lives on in the cgroup.
+    first = write_config(
+        tmp_path,
+        f"""
+        version: 1
+        services:
+          web:
+            command: ["sh", "-c", "setsid sleep 300 & echo $! > {pidfile}; exec sleep 300"]
+        """,
+        name="first.yaml",
+    )
+    second = write_config(
+        tmp_path,
+        """
+        version: 1
+        services:
+          job: {command: "true", oneshot: true}
+        """,
+        name="second.yaml",
+    )
+    args = ("run", "--log-format", "json", "--log-level", "debug")
+    live_config = write_config(
+        tmp_path,
+        """
+        version: 1
+        services:
+          idle: {command: "sleep 300"}
+        """,
+        name="live.yaml",
+    )
+    live = nsrun.Tinit(*args, str(live_config), namespace=False,
+                       env={"TINIT_CONTROL_SOCKET": control_path()})  # fmt: skip
+    daemon = 0
+    try:
+        # The live tinit holds its subtree before the other one starts and dies.
+        assert nsrun.wait_for(lambda: tinit_dirs() - before, timeout=20)
+        doomed = nsrun.Tinit(*args, str(first), namespace=False,
+                             env={"TINIT_CONTROL_SOCKET": control_path()})  # fmt: skip
+        daemon = _daemon_pid(pidfile)
+        cgroup = unified_of(daemon)
+        assert cgroup is not None
+        stale = our_subtree(cgroup)
+        doomed.signal(signal.SIGKILL)
+        doomed.wait(20)
+        assert stale.exists() and nsrun.alive(daemon), "the situation this test is about"
+
+        result = finish(nsrun.Tinit(*args, str(second), namespace=False,
+                                    env={"TINIT_CONTROL_SOCKET": control_path()}))  # fmt: skip
+        assert result.code == 0, result.stderr
+        assert not stale.exists()
+        assert nsrun.wait_for(lambda: not nsrun.alive(daemon), timeout=5)
+        (event,) = [e for e in result.named("stale_cgroup_removed") if e["cgroup"] == str(stale)]
+        assert event["killed"] >= 1
+        # The live tinit's subtree was not touched: it still runs its service.
+        assert live.proc.poll() is None
+        live_dirs = tinit_dirs() - before - {stale.name}
+        assert live_dirs, "the live tinit's subtree is gone"
+    finally:
+        if daemon and nsrun.alive(daemon):
+            os.kill(daemon, signal.SIGKILL)
+        live.signal(signal.SIGTERM)
+        finish(live, timeout=30)

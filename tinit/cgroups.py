@@ -43,9 +43,13 @@ against a plain directory and ``/proc`` lookalikes in tests.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
+import re
 import signal as signals
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, NoReturn
 
@@ -69,6 +73,11 @@ _RECHECK: Final = 1.0
 _OOM_RECHECK: Final = 5.0
 _SIGNAL_PASSES: Final = 20
 _NO_CGROUPS: Final = "services run without limits, tracked by process group"
+#: the private subtrees tinit makes on a host; the 8 hex digits tell them from
+#: those of older tinits, which hold no lock and so must never be swept
+_PRIVATE: Final = re.compile(r"tinit-[0-9]+-[0-9a-f]{8}")
+#: how long start-up waits for a dead tinit's leftovers to die before it moves on
+_STALE_WAIT: Final = 1.0
 
 
 class CgroupError(TinitError):
@@ -219,6 +228,8 @@ class Cgroups:
         self.services = os.path.join(root, "services")
         #: controllers enabled for the service cgroups
         self.controllers = controllers
+        #: the locked directory fd that marks a private ROOT as alive
+        self._owner: int | None = None
 
     @classmethod
     def setup(cls, discovery: Discovery, log: Log) -> Cgroups:
@@ -261,8 +272,8 @@ class Cgroups:
         would be shared by every tinit there. So tinit leaves everything where
         it is and works in ROOT/tinit-ID, removed again at exit.
         """
-        base = os.path.join(root, f"tinit-{os.getpid()}-{os.urandom(3).hex()}")
-        _mkdir(base)
+        _remove_stale(root, log)
+        base, owner = _claim_private(root)
         try:
             offered = frozenset(fs.read(os.path.join(root, "cgroup.subtree_control")).split())
         except OSError:
@@ -272,7 +283,9 @@ class Cgroups:
         _mkdir(services)
         enabled = _enable(services, enabled, lambda: 0, log)
         log.debug("cgroups_ready", root=base, shared_parent=root, controllers=sorted(enabled))
-        return cls(base, enabled, private=True)
+        cgroups = cls(base, enabled, private=True)
+        cgroups._owner = owner
+        return cgroups
 
     def create(self, name: str, limits: Limits, oom_group: bool) -> ServiceCgroup:
         """Make (or reuse, when empty) ROOT/services/NAME and write its limits.
@@ -315,6 +328,9 @@ class Cgroups:
                     _rmdir(path)
                 except OSError:
                     pass  # tinit is on its way out; a leftover cgroup dies with the container
+        if self._owner is not None:
+            os.close(self._owner)
+            self._owner = None
 
 
 class ServiceCgroup:
@@ -499,6 +515,96 @@ _GAUGES: Final = (
     ("memory.peak", "memory"),
     ("pids.current", "pids"),
 )
+
+
+def _claim_private(root: str) -> tuple[str, int]:
+    """Make a private ROOT/tinit-ID and hold it; return its path and the locked fd.
+
+    The owner of a private subtree holds an ``flock`` on its directory for as
+    long as it runs, and the kernel drops the lock when the owner dies, however
+    it dies. So a subtree that can be locked belongs to a dead tinit
+    (:func:`_remove_stale`). Between ``mkdir`` and ``flock`` another tinit's
+    sweep may take the new directory for stale; the inode check after the lock
+    catches that, and a fresh name is tried.
+    """
+    for _ in range(3):
+        base = os.path.join(root, f"tinit-{os.getpid()}-{os.urandom(4).hex()}")
+        _mkdir(base)
+        fd = _lock(base)
+        if fd is not None:
+            return base, fd
+    raise CgroupError(f"cannot hold a private cgroup under {root}: another tinit keeps taking it")
+
+
+def _lock(path: str) -> int | None:
+    """An fd of directory ``path`` holding its lock, or None (held elsewhere, or gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _remove_stale(root: str, log: Log) -> None:
+    """Remove the private subtrees under ``root`` whose tinit is gone, killing what is left.
+
+    A tinit killed with SIGKILL on a host cannot remove its subtree, and what
+    its services started may still run there, unsupervised. Best effort and
+    bounded: a subtree that won't empty in time is reported and left.
+    """
+    try:
+        names = [n for n in os.listdir(root) if _PRIVATE.fullmatch(n)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(root, name)
+        fd = _lock(path)
+        if fd is None:
+            continue  # its tinit is alive (or another sweep has it)
+        try:
+            killed = _empty(path)
+            removed = _remove_tree(path)
+        finally:
+            os.close(fd)
+        event = log.info if removed else log.warning
+        event(
+            "stale_cgroup_removed" if removed else "stale_cgroup_left", cgroup=path, killed=killed
+        )
+
+
+def _empty(base: str) -> int:
+    """SIGKILL every process below ``base``; wait (bounded) until none is left; return a count."""
+    groups = [ServiceCgroup(os.path.basename(top), top, frozenset()) for top, _, _ in os.walk(base)]
+    count = 0
+    for cgroup in groups:
+        with contextlib.suppress(OSError):
+            count += len(cgroup.pids())
+    # cgroup.kill is recursive; each one for kernels without it (kill_frozen).
+    for cgroup in reversed(groups):
+        with contextlib.suppress(OSError):
+            cgroup.kill()
+    deadline = time.monotonic() + _STALE_WAIT
+    top = ServiceCgroup(os.path.basename(base), base, frozenset())
+    while top.populated() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return count
+
+
+def _remove_tree(base: str) -> bool:
+    """rmdir every cgroup below ``base``, deepest first, then ``base``; True if it is gone."""
+    for top, _dirs, _files in os.walk(base, topdown=False):
+        try:
+            fs.rmdir(top)
+        except OSError:
+            pass
+    return not os.path.exists(base)
 
 
 def _shared(root: str) -> bool:
