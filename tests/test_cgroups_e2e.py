@@ -1,9 +1,9 @@
 """tinit end to end on a real cgroup v2 hierarchy, as PID 1 of a container.
 
-These run only inside the cgv2-vm guest (``bash .ci/cgv2-tests``), whose
+These run only inside the .ci/cgv2-vm guest (``bash .ci/cgv2-tests``), whose
 /sys/fs/cgroup offers cpu, io, memory and pids. Each test makes a fresh
 ``/sys/fs/cgroup/tinit-e2e-*`` cgroup and starts tinit in it the way a
-container runtime would (tools/README-cgv2-vm.md): ``unshare --pid --fork``
+container runtime would: ``unshare --pid --fork``
 makes a PID namespace, its first process moves itself into the test cgroup,
 ``unshare --cgroup --mount`` gives it a private cgroup namespace, cgroup2 is
 mounted again so the test cgroup is ``/``, and tinit is exec'd as PID 1. The

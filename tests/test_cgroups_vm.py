@@ -1,6 +1,6 @@
 """tinit.cgroups on a real, pure cgroup v2 hierarchy: limits, kill, OOM, watching.
 
-These run only inside the cgv2-vm guest (``bash .ci/cgv2-tests``), whose
+These run only inside the .ci/cgv2-vm guest (``bash .ci/cgv2-tests``), whose
 /sys/fs/cgroup offers cpu, io, memory and pids. Each test works in a fresh
 ``/sys/fs/cgroup/tinit-test-*`` cgroup that it treats as tinit's ROOT, starts
 real processes with tinit's own spawn + reaper, and kills and removes
