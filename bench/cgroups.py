@@ -7,9 +7,9 @@ Run it as root from the repository (after ``bash .ci/setup``)::
     .venv/bin/python bench/cgroups.py --json out.json   # the raw numbers too
 
     # inside a guest whose /sys/fs/cgroup is a pure cgroup v2 with cpu, io,
-    # memory and pids (docs/benchmarks.md describes the one measured there;
-    # every fork of tinit costs it ~0.2 s, so one run takes ~75 s):
-    .venv/bin/python bench/cgroups.py --runs 3
+    # memory and pids, .ci/cgv2-vm's (docs/benchmarks.md describes it; every
+    # fork of tinit costs it ~0.2 s, so one run takes ~75 s):
+    .ci/cgv2-vm --rw "$PWD" -- .venv/bin/python bench/cgroups.py --runs 3
 
 Without ``--tinit-ref`` tinit runs from the working tree (the venv's
 editable install), which may change while the benchmark runs.
