@@ -23,11 +23,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.nsrun import ROOT
-from tinit import _k8s, export
-from tinit._k8s import FOREVER, KINDS, container_names, cpu_quantity, escape, memory_quantity
 from tinit.config import Config, load_config, parse_config
+from tinit.convert import _k8s
+from tinit.convert import kubernetes as export
+from tinit.convert._k8s import (
+    FOREVER,
+    KINDS,
+    container_names,
+    cpu_quantity,
+    escape,
+    memory_quantity,
+)
+from tinit.convert.kubernetes import export_kubernetes, plain, to_yaml
 from tinit.errors import ConfigError, UsageError
-from tinit.export import export_kubernetes, plain, to_yaml
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted(
     (ROOT / "tests" / "configs" / "valid").glob("*.yaml")

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from tests.nsrun import ROOT, Tinit, tinit_argv
-from tinit import importers
 from tinit.config import Config, parse_config
-from tinit.importers import ConversionError, convert_supervisord
+from tinit.convert import supervisord as importers
+from tinit.convert.supervisord import ConversionError, convert_supervisord
 
 FIXTURES = ROOT / "tests" / "supervisord"
 CONFS = sorted(FIXTURES.glob("*.conf"))
@@ -740,8 +740,6 @@ def test_run_refuses_an_unreadable_or_invalid_file(
 
 def test_python_m_tinit_import_supervisord(tmp_path: Path) -> None:
     """The command line has the subcommand: `python -m tinit import supervisord FILE`."""
-    if "importers" not in (ROOT / "tinit" / "cli.py").read_text():
-        pytest.skip("tinit/cli.py does not wire `import` to tinit.importers yet")
     path = FIXTURES / "groups.conf"
     result = subprocess.run(
         tinit_argv("import", "supervisord", str(path)),

@@ -107,13 +107,13 @@ def _build_parser(first: str | None = None) -> argparse.ArgumentParser:
 
         client.add_parsers(sub)
     if everything or first == "export":
-        from . import export
+        from .convert import kubernetes
 
-        export.add_parser(sub)
+        kubernetes.add_parser(sub)
     if everything or first == "import":
-        from . import importers
+        from .convert import supervisord
 
-        importers.add_parser(sub)
+        supervisord.add_parser(sub)
     return parser
 
 
@@ -326,13 +326,13 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _cmd_check(args)
         if args.command == "export":
-            from . import export
+            from .convert import kubernetes
 
-            return export.run(args)
+            return kubernetes.run(args)
         if args.command == "import":
-            from . import importers
+            from .convert import supervisord
 
-            return importers.run(args)
+            return supervisord.run(args)
         if args.command != "version":
             from . import client
 

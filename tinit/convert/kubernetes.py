@@ -18,7 +18,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from tinit._k8s import KINDS, Commented, Kind, build, dns_label
+from tinit.convert._k8s import KINDS, Commented, Kind, build, dns_label
 from tinit.errors import UsageError
 
 if TYPE_CHECKING:

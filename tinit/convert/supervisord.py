@@ -31,15 +31,15 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from tinit import _supervisord as ini
-from tinit._supervisord import Bad, Expander, Finding
+from tinit.convert import _supervisord_ini as ini
+from tinit.convert._supervisord_ini import Bad, Expander, Finding
 from tinit.errors import EX_USAGE, TinitError
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Iterable, Mapping
 
-    from tinit._supervisord import Ini
+    from tinit.convert._supervisord_ini import Ini
 
 T = TypeVar("T")
 UNKNOWN: Final = "unknown option; supervisord ignores it, and so does this"
