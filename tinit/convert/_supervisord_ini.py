@@ -1,12 +1,12 @@
 """supervisord's INI dialect, read the way supervisord 4.2 reads it.
 
-`tinit.importers` turns a supervisord.conf into a services.yaml; this module
-does the reading: sections and ``[include]`` files, the ``%(name)s``
-expansions, and the value types (booleans, exit code lists, signals, sizes,
-``KEY="v",K2=v2`` environments). Each rule follows supervisord's own
-behaviour, checked against the Debian ``supervisor`` 4.2.5 package: a value
-supervisord refuses is a `Finding` in ``problems``; an option that has no
-tinit equivalent is left to the caller to note.
+`tinit.convert.supervisord` turns a supervisord.conf into a services.yaml;
+this module does the reading: sections and ``[include]`` files, the
+``%(name)s`` expansions, and the value types (booleans, exit code lists,
+signals, sizes, ``KEY="v",K2=v2`` environments). Each rule follows
+supervisord's own behaviour, checked against the Debian ``supervisor`` 4.2.5
+package: a value supervisord refuses is a `Finding` in ``problems``; an
+option that has no tinit equivalent is left to the caller to note.
 
 Expansions known only at run time (``%(ENV_X)s`` for a variable not defined
 in the file) become placeholders inside the text, so that the environment
@@ -27,6 +27,8 @@ import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from tinit.convert._render import Finding
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -39,31 +41,6 @@ _FORMAT: Final = re.compile(
 )
 _VARIABLE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SIZES: Final = {"kb": 1024, "mb": 1024**2, "gb": 1024**3}
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """A note or a problem about one option of one section of one file.
-
-    ``section`` is the name inside the brackets (``program:web``), empty for
-    the file as a whole; ``option`` is empty for a section as a whole.
-    """
-
-    file: str
-    section: str
-    option: str
-    text: str
-
-    def __str__(self) -> str:
-        where = f"[{self.section}]" if self.section else ""
-        if self.option:
-            where = f"{where} {self.option}" if where else self.option
-        return f"{self.file}: {where}: {self.text}" if where else f"{self.file}: {self.text}"
-
-    @property
-    def local(self) -> str:
-        """The finding without its file name."""
-        return str(self).removeprefix(f"{self.file}: ")
 
 
 class Bad(Exception):

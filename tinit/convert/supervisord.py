@@ -32,12 +32,13 @@ import sys
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from tinit.convert import _supervisord_ini as ini
-from tinit.convert._supervisord_ini import Bad, Expander, Finding
-from tinit.errors import EX_USAGE, TinitError
+from tinit.convert._render import ConversionError, Finding, render_services
+from tinit.convert._supervisord_ini import Bad, Expander
+from tinit.errors import EX_USAGE
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Mapping
 
     from tinit.convert._supervisord_ini import Ini
 
@@ -100,16 +101,6 @@ _NOT_NEEDED: Final = {
 }
 
 
-class ConversionError(TinitError):
-    """The file can't be converted; ``problems`` has one line for each reason."""
-
-    exit_code = EX_USAGE
-
-    def __init__(self, problems: Iterable[Finding]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
-
-
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``import FORMAT FILE [-o PATH]`` to ``tinit``'s subparsers."""
     text = "print a services.yaml converted from another supervisor's config"
@@ -169,7 +160,10 @@ def convert_supervisord(
     if converter.problems:
         raise ConversionError(converter.problems)
     notes = [*parsed.notes, *converter.notes]
-    return _render(document, filename, parsed.included, notes), [str(n) for n in notes]
+    text = render_services(
+        document, source="supervisord", filename=filename, included=parsed.included, notes=notes
+    )
+    return text, [str(n) for n in notes]
 
 
 def _all_text(parsed: Ini) -> str:
@@ -639,54 +633,6 @@ def _listener_note(raw: Mapping[str, str]) -> str:
         hints.append("to cap memory, set limits: {memory: SIZE}")
     text = "event listeners are not supported; not converted"
     return "; ".join([text, *hints])
-
-
-def _render(
-    document: dict[str, Any], filename: str, included: list[str], notes: list[Finding]
-) -> str:
-    import textwrap
-
-    import yaml
-
-    class Dumper(yaml.SafeDumper):
-        """Lists on one line (``depends_on: [a, b]``), and no ``&anchors``."""
-
-        def ignore_aliases(self, data: Any) -> bool:
-            return True
-
-    def flow_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
-        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
-
-    Dumper.add_representer(list, flow_list)
-    base = os.path.dirname(os.path.abspath(filename))
-    lines = [f"# Converted by `tinit import supervisord` from {filename}"]
-    if included:
-        names = ", ".join(os.path.relpath(os.path.abspath(p), base) for p in included)
-        wrap = textwrap.wrap(f"(with {names})", 98, break_long_words=False)
-        lines += [f"# {line}" for line in wrap]
-    lines.append("# Check it with `tinit check`; docs/migrating.md says how each option maps.")
-    if notes:
-        lines += ["#", "# What did not carry over one to one:"]
-        main = os.path.abspath(filename)
-        for note in notes:
-            text = note.local if os.path.abspath(note.file) == main else str(note)
-            lines += textwrap.wrap(
-                text,
-                98,
-                initial_indent="# - ",
-                subsequent_indent="#   ",
-                break_long_words=False,
-                break_on_hyphens=False,
-            )
-    body = yaml.dump(
-        document,
-        Dumper=Dumper,
-        sort_keys=False,
-        default_flow_style=False,
-        width=4096,
-        allow_unicode=True,
-    )
-    return "\n".join(lines) + "\n" + body
 
 
 __all__ = ["ConversionError", "add_parser", "convert_supervisord", "run"]
