@@ -24,8 +24,9 @@ import pytest
 
 from tests.nsrun import ROOT, Tinit, tinit_argv
 from tinit.config import Config, parse_config
-from tinit.convert import supervisord as importers
-from tinit.convert.supervisord import ConversionError, convert_supervisord
+from tinit.convert import importing as importers
+from tinit.convert.supervisord import ConversionError
+from tinit.convert.supervisord import convert as convert_supervisord
 
 FIXTURES = ROOT / "tests" / "supervisord"
 CONFS = sorted(FIXTURES.glob("*.conf"))

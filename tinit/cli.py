@@ -111,9 +111,9 @@ def _build_parser(first: str | None = None) -> argparse.ArgumentParser:
 
         kubernetes.add_parser(sub)
     if everything or first == "import":
-        from .convert import supervisord
+        from .convert import importing
 
-        supervisord.add_parser(sub)
+        importing.add_parser(sub)
     return parser
 
 
@@ -330,9 +330,9 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
 
             return kubernetes.run(args)
         if args.command == "import":
-            from .convert import supervisord
+            from .convert import importing
 
-            return supervisord.run(args)
+            return importing.run(args)
         if args.command != "version":
             from . import client
 

@@ -1,1 +1,67 @@
-"""Conversions between tinit's services.yaml and other tools' configs, one module per format."""
+"""Conversions between tinit's services.yaml and other tools' configs.
+
+``tinit import FORMAT FILE`` turns another supervisor's config into a
+services.yaml; ``tinit export kubernetes CONFIG`` turns a services.yaml into
+Kubernetes objects. The modules:
+
+- ``importing``: the ``tinit import`` command, for every format in `IMPORTERS`;
+- ``_render``: what every importer shares: `Finding` for a note or a problem,
+  `ConversionError`, and the services.yaml text with the notes on top;
+- ``supervisord``: supervisord.conf, read by ``_supervisord_ini``;
+- ``kubernetes``: the ``tinit export kubernetes`` command and its YAML
+  writer, over ``_k8s``, the mapping of services to containers.
+
+A new import format is one module whose ``convert(text, *, filename)``
+returns the YAML and the notes, and one line in `IMPORTERS`. Its module is
+loaded only when ``tinit import`` asks for it: nothing here is imported by
+``tinit run``, and this file imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+class Convert(Protocol):
+    """An importer's ``convert``: the services.yaml for the file's ``text``, and its notes.
+
+    Raises `ConversionError` when the other tool would refuse the file too.
+    """
+
+    def __call__(self, text: str, *, filename: str) -> tuple[str, list[str]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Importer:
+    """Where a format's ``convert`` lives, and what its FILE is (for --help)."""
+
+    module: str
+    source: str
+
+    def load(self) -> Convert:
+        convert: Convert = importlib.import_module(self.module).convert
+        return convert
+
+
+IMPORTERS: Final[Mapping[str, Importer]] = {
+    "supervisord": Importer("tinit.convert.supervisord", "the supervisord.conf"),
+}
+
+
+def import_file(format: str, path: str) -> tuple[str, list[str]]:
+    """The services.yaml converted from the ``format`` file at ``path``, and its notes.
+
+    Raises OSError or UnicodeDecodeError when the file can't be read, and
+    `ConversionError` when it can't be converted.
+    """
+    with open(path, encoding="utf-8") as file:
+        text = file.read()
+    return IMPORTERS[format].load()(text, filename=path)
+
+
+__all__ = ["IMPORTERS", "Convert", "Importer", "import_file"]

@@ -1,11 +1,12 @@
-"""``tinit import supervisord FILE``: a services.yaml from a supervisord.conf (SPEC §1).
+"""``tinit import supervisord FILE``: a services.yaml from a supervisord.conf.
 
 The conversion keeps supervisord's meaning where tinit can say the same
 thing, and notes every option it can't carry over one to one, naming the
 section and the option; the notes go to stderr and to the top of the YAML.
 A value supervisord itself would refuse is a problem: the conversion fails
 with one line per problem and exit code 2. How each option maps, and why, is
-in docs/migrating.md. `tinit._supervisord` reads the INI dialect.
+in docs/migrating.md. `tinit.convert._supervisord_ini` reads the INI
+dialect; `tinit.convert._render` writes the YAML.
 
 Decisions where supervisord and tinit differ:
 
@@ -28,23 +29,19 @@ import os
 import re
 import shlex
 import signal
-import sys
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from tinit.convert import _supervisord_ini as ini
 from tinit.convert._render import ConversionError, Finding, render_services
 from tinit.convert._supervisord_ini import Bad, Expander
-from tinit.errors import EX_USAGE
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Callable, Mapping
 
     from tinit.convert._supervisord_ini import Ini
 
 T = TypeVar("T")
 UNKNOWN: Final = "unknown option; supervisord ignores it, and so does this"
-FORMATS: Final = ("supervisord",)
 _STREAM_OPTIONS: Final = (
     "logfile",
     "logfile_maxbytes",
@@ -101,47 +98,7 @@ _NOT_NEEDED: Final = {
 }
 
 
-def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add ``import FORMAT FILE [-o PATH]`` to ``tinit``'s subparsers."""
-    text = "print a services.yaml converted from another supervisor's config"
-    parser: argparse.ArgumentParser = sub.add_parser("import", help=text, description=text)
-    parser.add_argument("format", choices=FORMATS, metavar="FORMAT", help="supervisord")
-    parser.add_argument("file", metavar="FILE", help="the supervisord.conf to convert")
-    parser.add_argument(
-        "-o", "--output", metavar="PATH", help="write the YAML to PATH (default: stdout)"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Convert ``args.file``; notes and problems go to stderr. 0, or 2 when it can't."""
-    path: str = args.file
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-        document, notes = convert_supervisord(text, filename=path)
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
-        print(f"tinit import: {path}: can't read it: {reason}", file=sys.stderr)
-        return EX_USAGE
-    except ConversionError as exc:
-        for problem in exc.problems:
-            print(f"tinit import: {problem}", file=sys.stderr)
-        return exc.exit_code
-    for note in notes:
-        print(f"tinit import: {note}", file=sys.stderr)
-    if args.output is None:
-        sys.stdout.write(document)
-        return 0
-    try:
-        with open(args.output, "w", encoding="utf-8") as out:
-            out.write(document)
-    except OSError as exc:
-        print(f"tinit import: can't write {args.output}: {exc.strerror}", file=sys.stderr)
-        return EX_USAGE
-    return 0
-
-
-def convert_supervisord(
+def convert(
     text: str, *, filename: str, environ: Mapping[str, str] | None = None
 ) -> tuple[str, list[str]]:
     """The services.yaml for the supervisord.conf ``text`` (the file ``filename``).
@@ -635,4 +592,4 @@ def _listener_note(raw: Mapping[str, str]) -> str:
     return "; ".join([text, *hints])
 
 
-__all__ = ["ConversionError", "add_parser", "convert_supervisord", "run"]
+__all__ = ["ConversionError", "convert"]
