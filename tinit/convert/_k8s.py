@@ -1,10 +1,10 @@
 """The services of a config as one Kubernetes pod: the mapping behind ``tinit export``.
 
-Each service becomes one container (SPEC §1). What Kubernetes can say, it says
+Each service becomes one container. What Kubernetes can say, it says
 in its own fields; what it can't becomes a note: a ``tinit:`` comment above the
 container it concerns, and an entry of the list ``build`` returns. The tree
 built here is dicts, lists and scalars, with ``Commented`` where a comment
-goes; export.py writes it as YAML.
+goes; kubernetes.py writes it as YAML.
 
 The start-order rule (docs/kubernetes.md). Kubernetes orders containers only
 through ``initContainers``, which start one after the other. So every oneshot
