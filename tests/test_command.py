@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.nsrun import Tinit, alive, py, run, wait_for
+from tests.nsrun import PYTHON, ROOT, Tinit, alive, py, run, tinit_argv, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -171,24 +174,89 @@ def test_zombie_dump_of_5000_is_drained() -> None:
     assert left == "left 0"
 
 
-def test_fds_and_signal_state_of_the_child_are_clean(tmp_path: Path) -> None:
-    """The command gets only fds 0-2 (not one tinit inherited), no blocked or
-    ignored signal, and no handler."""
-    leak = os.open(tmp_path / "leak", os.O_CREAT | os.O_RDWR)
-    os.set_inheritable(leak, True)
-    try:
-        rc, status, _ = run("run", "--", "cat", "/proc/self/status", pass_fds=(leak,))
-        assert rc == 0
-        rc, fds, _ = run("run", "--", "sh", "-c", "ls /proc/$$/fd", pass_fds=(leak,))
-        assert rc == 0
-    finally:
-        os.close(leak)
+def test_signal_state_of_the_child_is_clean() -> None:
+    """The command starts with no blocked or ignored signal, and no handler."""
+    rc, status, _ = run("run", "--", "cat", "/proc/self/status")
+    assert rc == 0
     fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
     for mask in ("SigBlk", "SigIgn", "SigCgt"):
         assert int(fields[mask], 16) == 0, mask
-    # the shell's 0-2, and possibly one fd of its own (10), never the leaked one
-    assert {"0", "1", "2"} <= set(fds.split())
-    assert str(leak) not in fds.split()
+
+
+def test_inherited_fds_reach_the_command_and_tinits_own_do_not(tmp_path: Path) -> None:
+    """As with tini, the command gets every fd tinit was given (a pipe, a socket), and
+    none of tinit's own; tinit keeps no copy, so a pipe's reader sees EOF when the
+    command closes its end."""
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    script = (
+        "import os, sys, time\n"
+        f"os.write({w}, b'through-the-pipe\\n'); os.close({w})\n"
+        "time.sleep(5)\n"
+        "print(' '.join(os.listdir('/proc/self/fd')))\n"
+    )
+    try:
+        # Not under unshare, which would hold a copy of the pipe itself.
+        tinit = Tinit("run", "--", PYTHON, "-c", script, pass_fds=(w,), namespace=False)
+        os.close(w)
+        w = -1
+        started = time.monotonic()
+        with os.fdopen(r, "rb") as reader:
+            r = -1
+            got = reader.read()  # EOF: neither tinit nor the command still holds the pipe
+        assert time.monotonic() - started < 4, "tinit kept a copy of the write end"
+        rc, fds, _ = tinit.wait(20)
+    finally:
+        for fd in (r, w):
+            if fd >= 0:
+                os.close(fd)
+    assert rc == 0
+    assert got == b"through-the-pipe\n"
+    # 0-2 and the listdir's own fd: nothing tinit opened for itself, nor the closed pipe
+    assert len(set(fds.split()) - {"0", "1", "2"}) == 1, fds
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None, reason="needs systemd-socket-activate"
+)
+def test_socket_activation_passes_the_socket_and_names_the_command(tmp_path: Path) -> None:
+    """Under systemd-socket-activate, the listening socket reaches the command as fd 3
+    and LISTEN_PID names the command, not tinit, so sd_listen_fds() accepts it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    served = tmp_path / "served"
+    command = (
+        "import os, socket, sys\n"
+        "assert os.environ['LISTEN_PID'] == str(os.getpid()), os.environ['LISTEN_PID']\n"
+        "assert os.environ['LISTEN_FDS'] == '1'\n"
+        "s = socket.socket(fileno=3)\n"
+        "c, _ = s.accept(); c.sendall(b'hello from fd 3'); c.close()\n"
+        f"open({str(served)!r}, 'w').write(os.environ['LISTEN_PID'])\n"
+    )
+    # systemd-socket-activate sets LISTEN_PID to its own pid, then execs tinit in place.
+    argv = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}",
+            *tinit_argv("run", "--", PYTHON, "-c", command)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        reply = b""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not reply:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                    reply = conn.recv(100)
+            except OSError:
+                time.sleep(0.05)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert reply == b"hello from fd 3"
+    assert proc.returncode == 0, err
+    # The command saw its own pid, which is not tinit's (the activator's, after exec).
+    assert served.read_text() != str(proc.pid)
 
 
 def test_tinit_is_pid_1_and_the_command_its_child() -> None:

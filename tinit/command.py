@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 def run_command(argv: Sequence[str], *, stop_timeout: float, log: Log) -> int:
     """Run ``argv`` as the one child; return the exit code for tinit."""
     signals.block()
-    spawn.mark_inherited_fds_cloexec()
+    # As tini does, the command gets every fd tinit was given: a socket from
+    # socket activation, a pipe from the caller. tinit keeps no copy.
+    inherited = spawn.inherited_fds()
     pid1 = procs.is_pid1()
     if not pid1:
         procs.become_subreaper()
@@ -47,12 +49,17 @@ def run_command(argv: Sequence[str], *, stop_timeout: float, log: Log) -> int:
         foreground_tty=_controlling_tty(),
         # Not PID 1: nothing else guarantees the command dies with tinit.
         pdeathsig=None if pid1 else signal.SIGKILL,
+        pass_fds={fd: fd for fd in inherited},
+        listen_pid_self=os.environ.get("LISTEN_PID") == str(os.getpid()),
     )
     try:
         child, err_r = spawn.start(spec, reaper)
     except SpawnError:
         signals.unblock()
         raise
+    finally:
+        for fd in inherited:
+            os.close(fd)
     forwarder = _Forwarder(child.pgid)
     for signum in signals.FORWARDABLE:
         signal.signal(signum, forwarder)

@@ -54,7 +54,8 @@ class ChildSpec:
     stdin: int | None = None
     stdout: int | None = None
     stderr: int | None = None
-    #: extra fds to pass: child fd number -> fd in tinit (the notify_fd probe).
+    #: extra fds to pass: child fd number -> fd in tinit (a notify_fd probe,
+    #: the fds one-command mode was given).
     pass_fds: Mapping[int, int] = field(default_factory=dict)
     #: True: a new session (services). False: a new process group in tinit's
     #: session (one-command mode, so the terminal can be handed over).
@@ -72,6 +73,9 @@ class ChildSpec:
     #: the service's own namespaces (namespaces.py); ``pid: private`` forks
     #: the child into a new PID namespace where it is the init (see start)
     namespaces: Namespaces | None = None
+    #: set ``LISTEN_PID`` to the child's own pid before exec: socket
+    #: activation named tinit, and the fds go on to the child
+    listen_pid_self: bool = False
 
 
 def resolve(command: str, env: Mapping[str, str]) -> str:
@@ -235,6 +239,8 @@ def _child_main(  # pragma: no cover - runs in the forked child
         if spec.pdeathsig is not None:
             stage = "set parent-death signal"
             _set_pdeathsig(spec.pdeathsig)
+        if spec.listen_pid_self:
+            env["LISTEN_PID"] = str(os.getpid())
         stage = "exec"
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         os.execve(path, argv, env)
@@ -336,6 +342,30 @@ def _set_pdeathsig(signum: int) -> None:  # pragma: no cover - child only
     # send the signal, so act on it now.
     if os.getppid() != parent:
         os.kill(os.getpid(), signum)
+
+
+def inherited_fds() -> list[int]:
+    """The fds >= 3 that an exec would pass on: those tinit's caller handed it.
+
+    tinit's own fds are close-on-exec from birth (PEP 446), so the
+    inheritable ones are exactly what the caller passed: a socket from
+    socket activation, a pipe.
+    """
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        fd = int(name)
+        if fd < 3:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:
+            pass  # closed meanwhile (the listdir fd itself)
+    return sorted(found)
 
 
 def mark_inherited_fds_cloexec() -> None:
