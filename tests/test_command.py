@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -102,6 +103,7 @@ def test_signals_reach_the_command_and_its_process_group(tmp_path: Path) -> None
 
 
 ZOMBIE_COUNT = r"""
+import json
 import os
 def zombies():
     count = 0
@@ -416,3 +418,34 @@ def test_sigterm_right_at_start_is_held_not_lost(attempt: int) -> None:
     tinit.signal(signal.SIGTERM)
     rc, _, _ = tinit.wait(timeout=20)
     assert rc == 128 + signal.SIGTERM
+
+
+def test_run_without_a_config_names_both_ways_to_run() -> None:
+    """`tinit run` alone, with no /etc/tinit/services.yaml, says how to run either mode."""
+    if os.path.lexists("/etc/tinit/services.yaml"):
+        pytest.skip("this machine has an /etc/tinit/services.yaml")
+    env = {k: v for k, v in os.environ.items() if k != "TINIT_CONFIG"}
+    proc = subprocess.run(
+        tinit_argv("run"), env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True,
+        text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("tinit: /etc/tinit/services.yaml: can't read it")
+    assert "tinit run FILE" in lines[1] and "tinit run -- CMD" in lines[1]
+    assert len(lines) == 2
+
+
+def test_config_warnings_are_logged_at_warning_level(tmp_path: Path) -> None:
+    """A config warning still shows with --log-level warning."""
+    config = tmp_path / "services.yaml"
+    # forward_signals listing a signal twice is a warning, not an error
+    config.write_text(
+        "version: 1\nsettings: {forward_signals: [USR1, USR1]}\n"
+        "services:\n  job: {command: 'true', oneshot: true}\n"
+    )
+    rc, _, err = run("run", "--log-level", "warning", "--log-format", "json", str(config))
+    assert rc == 0
+    (line,) = [json.loads(x) for x in err.splitlines() if "config_warning" in x]
+    assert line["level"] == "warning"
+    assert "listed twice" in line["problem"]

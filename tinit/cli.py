@@ -200,6 +200,12 @@ def _run_services(args: argparse.Namespace, log_format: str | None, log_level: s
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"tinit: {problem}", file=sys.stderr)
+        if path == DEFAULT_CONFIG and not os.path.lexists(path):
+            print(
+                "tinit: no config given: run `tinit run FILE` for services from a YAML file,"
+                " or `tinit run -- CMD [ARG...]` for one command",
+                file=sys.stderr,
+            )
         return exc.exit_code
     refusals = _unavailable_namespaces(config)
     if refusals:
@@ -209,7 +215,7 @@ def _run_services(args: argparse.Namespace, log_format: str | None, log_level: s
     settings = config.settings
     log = make_logger(level=log_level or settings.log_level, fmt=log_format or settings.log_format)
     for warning in config.warnings:
-        log.info("config_warning", problem=str(warning))
+        log.warning("config_warning", problem=str(warning))
     isolated = args.isolate if args.isolate is not None else settings.isolate
     if isolated:
         code = _isolate(isolated == "net", args.hostname, path, None)
