@@ -340,7 +340,7 @@ def test_hybrid_auto_warns_about_limits_and_places_services(
     assert "got-term" in result.output("web")
     assert len(result.named("service_killed", "web")) == 1
     assert not result.named("stopping_leftovers")
-    assert result.code == 137  # SPEC §11: the stop needed SIGKILL
+    assert result.code == 137  # README, exit codes: a stop that needed SIGKILL
     assert not subtree.exists()
 
 

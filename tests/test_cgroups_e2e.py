@@ -416,7 +416,7 @@ def test_fork_bomb_is_contained_and_stopped(
     if ignore_term:
         assert took >= stop_timeout - 0.5
         assert len(result.named("service_killed", "bomb")) == 1
-        assert result.code == 137  # SPEC §11: a stop that needed SIGKILL
+        assert result.code == 137  # README, exit codes: a stop that needed SIGKILL
     else:
         assert not result.named("service_killed", "bomb")
         assert result.code == 0

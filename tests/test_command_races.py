@@ -1,9 +1,9 @@
 """Races a PID 1 must not lose, run many times for real.
 
 The single reaper must never hand out a wrong status: not when the command
-dies in the middle of an orphan storm (the status-stealing race of
-research/painpoints.md §3.3), and not when it exits before tinit could have
-registered it (the fork -> register race, §2.5).
+dies in the middle of an orphan storm (a second waiter that reaps the
+command's status first, and hands out 0 or nothing), and not when it exits
+before tinit could have registered it (the fork -> register race).
 """
 
 from __future__ import annotations

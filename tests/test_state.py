@@ -1,4 +1,4 @@
-"""The restart rule and exit statuses as pure functions (SPEC §4, §11)."""
+"""The restart rule and exit statuses as pure functions (README: restarts and exit codes)."""
 
 from __future__ import annotations
 

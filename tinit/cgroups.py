@@ -1,6 +1,6 @@
 """Cgroup v2 for services: discovery, the layout, limits, kill and watching.
 
-Layout (SPEC §8), below ROOT, tinit's own cgroup::
+Layout (README, "Cgroups"), below ROOT, tinit's own cgroup::
 
     ROOT/tinit            tinit and every process that was in ROOT at start
     ROOT/services/NAME    one leaf per service, with its limits

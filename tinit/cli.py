@@ -285,7 +285,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _unavailable_namespaces(config: Config) -> list[str]:
-    """One line per service whose `namespaces:` this host cannot provide (SPEC §12)."""
+    """One line per service whose `namespaces:` this host cannot provide."""
     from .config import Namespaces
 
     lines = []
@@ -301,7 +301,7 @@ def _unavailable_namespaces(config: Config) -> list[str]:
 
 
 def _unenforceable_limits(config: Config) -> list[str]:
-    """Warnings for limits this machine's cgroups cannot enforce (SPEC §8)."""
+    """Warnings for limits this machine's cgroups cannot enforce."""
     if config.settings.cgroups == "off":
         return []
     from .cgroups import discover

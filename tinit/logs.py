@@ -1,4 +1,4 @@
-"""tinit's own log events (SPEC §10), through structlog.
+"""tinit's own log events (docs/configuration.md, ``settings.log_format``), through structlog.
 
 structlog is imported on the first event that passes the level filter, not
 before: in one-command mode tinit is quiet by default, and importing

@@ -1,4 +1,4 @@
-"""Per-service namespaces, set up in the forked child before exec (SPEC §12).
+"""Per-service namespaces, set up in the forked child before exec (docs/configuration.md, ``namespaces``).
 
 :func:`apply_in_child` runs between fork and exec, before privileges are
 dropped (it needs ``CAP_SYS_ADMIN``) and before the child changes into its
