@@ -1,4 +1,6 @@
-"""Per-service namespaces, set up in the forked child before exec (docs/configuration.md, ``namespaces``).
+"""Per-service namespaces, set up in the forked child before exec.
+
+What each key does for a user: docs/configuration.md, ``namespaces``.
 
 :func:`apply_in_child` runs between fork and exec, before privileges are
 dropped (it needs ``CAP_SYS_ADMIN``) and before the child changes into its
