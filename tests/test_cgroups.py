@@ -474,12 +474,23 @@ def test_reads(fake: FakeCgroupfs, web: ServiceCgroup) -> None:
     (path / "pids.current").write_text("2\n")
     (path / "cpu.stat").write_text("usage_usec 99\nuser_usec 90\n")
     assert (web.pids(), web.populated(), web.oom_kills()) == ([10, 11], True, 2)
-    assert web.stats() == {"memory.current": 123456, "pids.current": 2}
+    assert web.stats() == {"memory.current": 123456, "pids.current": 2, "cpu_usec": 99}
     (path / "memory.current").write_text("654321\n")
     assert web.stats()["memory.current"] == 654321  # read again each time, not cached
     web.remove()
     shutil.rmtree(path, ignore_errors=True)
     assert (web.pids(), web.populated(), web.oom_kills()) == ([], False, 0)
+
+
+def test_cpu_usec_is_cpu_stat_usage_usec_wherever_it_is(web: ServiceCgroup) -> None:
+    """Read from cpu.stat by key, not by line; a cpu.stat without it gives no figure."""
+    stat = Path(web.path) / "cpu.stat"
+    stat.write_text("user_usec 5\nusage_usec 123\nsystem_usec 7\n")
+    assert web.stats()["cpu_usec"] == 123
+    stat.write_text("usage_usec 4567\n")
+    assert web.stats()["cpu_usec"] == 4567  # the same fd, read again from the start
+    stat.write_text("user_usec 5\n")
+    assert "cpu_usec" not in web.stats()
 
 
 @pytest.fixture

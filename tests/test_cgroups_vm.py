@@ -350,9 +350,9 @@ async def test_remove_only_when_empty(layout: Cgroups, reaper: Reaper) -> None:
 
 
 async def test_stats_of_a_real_cgroup(layout: Cgroups) -> None:
-    """memory.current, memory.peak and pids.current are all there."""
+    """memory.current, memory.peak, pids.current and cpu.stat's usage_usec are all there."""
     web = layout.create("web", Limits(), oom_group=False)
-    assert set(web.stats()) == {"memory.current", "memory.peak", "pids.current"}
+    assert set(web.stats()) == {"memory.current", "memory.peak", "pids.current", "cpu_usec"}
 
 
 async def test_service_cgroup_api_shapes(layout: Cgroups) -> None:

@@ -481,11 +481,11 @@ class ServiceCgroup:
         await trio.sleep_forever()
 
     def stats(self) -> dict[str, int]:
-        """``memory.current``, ``memory.peak`` and ``pids.current``, where enabled."""
+        """``memory.current``, ``memory.peak``, ``pids.current`` and ``cpu_usec``, where there."""
         if self._stat_fds is None:
             self._stat_fds = {}
             wanted = [name for name, controller in _GAUGES if controller in self.controllers]
-            for name in wanted:
+            for name in [*wanted, "cpu.stat"]:
                 try:
                     self._stat_fds[name] = os.open(self._file(name), os.O_RDONLY | os.O_CLOEXEC)
                 except OSError:
@@ -493,7 +493,10 @@ class ServiceCgroup:
         found: dict[str, int] = {}
         for name, fd in self._stat_fds.items():
             try:
-                found[name] = int(os.pread(fd, 64, 0))
+                if name == "cpu.stat":
+                    found["cpu_usec"] = _usage_usec(os.pread(fd, _CPU_STAT_MAX, 0))
+                else:
+                    found[name] = int(os.pread(fd, 64, 0))
             except (OSError, ValueError):
                 pass  # the cgroup is going away
         return found
@@ -515,6 +518,19 @@ _GAUGES: Final = (
     ("memory.peak", "memory"),
     ("pids.current", "pids"),
 )
+#: how much of ``cpu.stat`` `ServiceCgroup.stats` reads: every cgroup v2 cgroup has
+#: that file whatever its controllers, and ``usage_usec`` (its first line) is the
+#: CPU time the cgroup's processes have used
+_CPU_STAT_MAX: Final = 1024
+
+
+def _usage_usec(data: bytes) -> int:
+    """``usage_usec`` of a ``cpu.stat`` text; ValueError when it is not there."""
+    for line in data.splitlines():
+        key, _, value = line.partition(b" ")
+        if key == b"usage_usec":
+            return int(value)
+    raise ValueError("cpu.stat has no usage_usec")
 
 
 def _claim_private(root: str) -> tuple[str, int]:

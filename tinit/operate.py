@@ -133,6 +133,7 @@ def _status(runner: ServiceRunner, now: float) -> dict[str, Any]:
         "ready": _ready(runner),
         "memory": stats.get("memory.current"),
         "pids": stats.get("pids.current"),
+        "cpu_usec": stats.get("cpu_usec"),
         "oom_kills": runner.oom_kills,
         "completed": runner.service.oneshot and runner.outcome == "completed",
         "log_bytes": runner.ring.size,
