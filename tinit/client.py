@@ -260,6 +260,12 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
         "status", "show the services of the running tinit; exit 0 if all are running and ready"
     )
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="redraw the table every second, with CPU %%, until q or Ctrl-C "
+        "(without a terminal: print it once)",
+    )
     status.add_argument("names", nargs="*", metavar="NAME")
     for verb in ("start", "stop", "restart"):
         add(verb, f"{verb} services of the running tinit").add_argument(
@@ -286,6 +292,12 @@ def run(args: argparse.Namespace) -> int:
     names: list[str] = list(getattr(args, "names", []))
     command: str = args.command
     if command == "status":
+        if args.watch and args.json:
+            raise UsageError("--watch draws a table for a person; it does not go with --json")
+        if args.watch and sys.stdout.isatty():
+            from .watch import run_watch
+
+            return run_watch(path, names, timeout)
         services = _result(request(path, {"cmd": "status", "names": names}, timeout))
         if args.json:
             print(json.dumps(services, indent=2))
