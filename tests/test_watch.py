@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.nsrun import ROOT, Tinit, tinit_argv, wait_for
-from tests.svcrun import finish, start, write_config
+from tests.svcrun import control_path, finish, start, write_config
 from tinit import watch
 from tinit.errors import ControlError
 from tinit.watch import Sample, View
@@ -93,14 +93,12 @@ def test_render_cuts_lines_to_the_width_and_rows_to_the_height() -> None:
 
 
 def test_render_keeps_the_last_table_under_an_error() -> None:
-    view = View("t", Sample(1.0, (service("web"),)), error="no tinit is listening on /x")
-    lines = watch.render(view, 120, 30)
-    assert lines[1] == "refresh failed: no tinit is listening on /x (retrying)"
+    error = "no tinit is listening on /run/tinit/control.sock (is it running? is the path right)"
+    view = View("t", Sample(1.0, (service("web"),)), error=error)
+    lines = watch.render(view, 200, 30)
+    assert lines[1] == f"refresh failed, retrying: {error}"  # whole, as wide as the screen
     assert lines[3].startswith("web ")
-    assert watch.render(View("t", error="boom"), 120, 30) == [
-        "t",
-        "refresh failed: boom (retrying)",
-    ]
+    assert watch.render(View("t", error="boom"), 20, 30) == ["t", "refresh failed, retr"]
 
 
 def test_render_shows_nothing_that_could_drive_the_terminal() -> None:
@@ -141,11 +139,12 @@ class Pane:
         )
         return done.stdout
 
-    def run(self, tinit: Tinit, *args: str, width: int = 120, height: int = 30) -> None:
+    def run(self, socket: str, *args: str, width: int = 120, height: int = 30) -> None:
         """Run ``tinit ARGS`` in the pane, noting the terminal's settings before and after."""
         script = self.tmp / "pane.sh"
         env = "".join(
-            f"export {key}='{tinit.env[key]}'\n" for key in ("TINIT_CONTROL_SOCKET", "PYTHONPATH")
+            f"export {key}='{value}'\n"
+            for key, value in (("TINIT_CONTROL_SOCKET", socket), ("PYTHONPATH", str(ROOT)))
         )
         argv = " ".join(tinit_argv(*args))
         # Ctrl-C goes to the whole foreground group: the script's shell must
@@ -245,7 +244,7 @@ def in_cgroups(tinit: Tinit) -> bool:
 def test_watch_redraws_the_table_in_a_terminal_and_restores_it(tmp_path: Path, pane: Pane) -> None:
     """Services, states and a rising restart count; CPU % where there is a cgroup; Ctrl-C."""
     tinit = start(write_config(tmp_path, STACK))
-    pane.run(tinit, "status", "--watch")
+    pane.run(tinit.env["TINIT_CONTROL_SOCKET"], "status", "--watch")
     assert wait_for(lambda: "flappy" in pane.screen(), timeout=20), pane.screen()
     assert pane.flag("alternate_on") == "1"
     first = pane.screen()
@@ -267,7 +266,7 @@ def test_watch_redraws_the_table_in_a_terminal_and_restores_it(tmp_path: Path, p
 
 def test_watch_cuts_the_table_to_a_narrow_terminal(tmp_path: Path, pane: Pane) -> None:
     tinit = start(write_config(tmp_path, STACK))
-    pane.run(tinit, "status", "--watch", width=40, height=5)
+    pane.run(tinit.env["TINIT_CONTROL_SOCKET"], "status", "--watch", width=40, height=5)
     assert wait_for(lambda: "more" in pane.screen(), timeout=20), pane.screen()
     lines = pane.screen().splitlines()
     assert max(len(line) for line in lines) <= 40
@@ -275,6 +274,24 @@ def test_watch_cuts_the_table_to_a_narrow_terminal(tmp_path: Path, pane: Pane) -
     pane.tmux("resize-window", "-x", "120", "-y", "30")  # SIGWINCH: redrawn at once, all rows
     assert wait_for(lambda: "flappy" in pane.screen(), timeout=0.9), pane.screen()
     stop_and_check_restored(pane, tinit, "SIGTERM")
+
+
+def test_a_failed_refresh_is_a_line_and_the_next_one_retries(tmp_path: Path, pane: Pane) -> None:
+    """No tinit yet, then a tinit, then none again: the view tells each and carries on."""
+    socket = control_path()
+    pane.run(socket, "status", "--watch")
+    assert wait_for(lambda: "refresh failed, retrying: no tinit" in pane.screen(), timeout=20)
+    config = write_config(tmp_path, 'version: 1\nservices: {web: {command: "sleep 600"}}')
+    tinit = start(config, env={"TINIT_CONTROL_SOCKET": socket})
+    assert wait_for(lambda: "1 service: 1 running" in pane.screen(), timeout=20), pane.screen()
+    assert cell(pane.screen(), "web", "STATE") == "running"
+    tinit.signal(signal.SIGTERM)
+    assert finish(tinit).code == 0
+    assert wait_for(lambda: "refresh failed, retrying" in pane.screen(), timeout=20)
+    assert cell(pane.screen(), "web", "STATE") == "running"  # the last table stays up
+    pane.tmux("send-keys", "C-c")
+    assert wait_for(lambda: "EXIT=0" in pane.screen(), timeout=10), pane.screen()
+    assert pane.flag("alternate_on") == "0"
 
 
 def test_without_a_terminal_watch_prints_one_table(tmp_path: Path) -> None:
@@ -301,7 +318,7 @@ def test_watch_keeps_up_with_200_restarting_services(tmp_path: Path, pane: Pane)
         for i in range(200)
     )
     tinit = start(write_config(tmp_path, body), "--log-level", "warning")
-    pane.run(tinit, "status", "--watch")
+    pane.run(tinit.env["TINIT_CONTROL_SOCKET"], "status", "--watch")
     clocks: dict[str, int] = {}
     deadline = time.monotonic() + 30  # a status under this storm can take seconds
     while len(clocks) < 5 and time.monotonic() < deadline:

@@ -117,7 +117,7 @@ def render(view: View, width: int, height: int) -> list[str]:
     width, height = max(width, 1), max(height, 3)
     lines = [view.title]
     if view.error is not None:
-        lines.append(f"refresh failed: {_clean(view.error)} (retrying)")
+        lines.append(f"refresh failed, retrying: {_clean(view.error, 1024)}")
     elif view.sample is not None:
         lines.append(summary(view.sample))
     if view.sample is not None:
@@ -138,7 +138,8 @@ def summary(sample: Sample) -> str:
     running = sum(1 for s in services if s.get("state") == "running")
     ready = sum(1 for s in services if s.get("ready") is True)
     restarts = sum(_int(s.get("restarts")) or 0 for s in services)
-    return f"{len(services)} services: {running} running, {ready} ready, {restarts} restarts in all"
+    counted = f"{len(services)} service" + ("" if len(services) == 1 else "s")
+    return f"{counted}: {running} running, {ready} ready, {restarts} restarts in all"
 
 
 def table_lines(services: Sequence[Mapping[str, Any]], cpu: Mapping[str, float]) -> list[str]:
