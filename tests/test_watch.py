@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,6 +118,15 @@ def test_parse_sample_refuses_what_is_not_a_list_of_services() -> None:
     for bad in ({"name": "a"}, ["a"], None):
         with pytest.raises(ControlError):
             watch.parse_sample(bad, 3.0)
+
+
+def test_the_view_imports_no_trio() -> None:
+    """Like the rest of the client, ``--watch`` must start quickly, so it never loads trio."""
+    code = "import sys, tinit.watch; print(sorted(m for m in sys.modules if 'trio' in m))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.stdout == "[]\n", done.stderr
 
 
 # -- the real view --------------------------------------------------------------------
