@@ -519,8 +519,8 @@ _GAUGES: Final = (
     ("pids.current", "pids"),
 )
 #: how much of ``cpu.stat`` `ServiceCgroup.stats` reads: every cgroup v2 cgroup has
-#: that file whatever its controllers, and ``usage_usec`` (its first line) is the
-#: CPU time the cgroup's processes have used
+#: that file whatever its controllers, and ``usage_usec``, the CPU time its
+#: processes have used, is its first line (the whole file is a few hundred bytes)
 _CPU_STAT_MAX: Final = 1024
 
 
