@@ -357,8 +357,32 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         return EX_SOFTWARE
 
 
+def _fill_standard_fds() -> None:
+    """Put /dev/null on any of fds 0, 1 and 2 that is closed (``tinit run ... >&-``).
+
+    Otherwise the next descriptor tinit opens (its epoll, a pipe, the control
+    socket) takes that number: tinit's own messages, or a ``raw`` service's
+    output, would go into it, and a child would inherit it as a standard
+    stream. Python also leaves ``sys.stdout`` (say) as None then.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: ``fd``
+            if null == fd:
+                os.set_inheritable(fd, True)  # a standard stream, for children too
+            else:
+                os.dup2(null, fd)
+                os.close(null)
+    for name, fd, mode in (("stdin", 0, "r"), ("stdout", 1, "w"), ("stderr", 2, "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False, errors="backslashreplace"))  # noqa: SIM115
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The ``tinit`` console script."""
+    _fill_standard_fds()  # first: nothing may take fds 0-2 before them
     raw = sys.argv[1:] if argv is None else list(argv)
     running = raw[:1] == ["run"]
     if running:
