@@ -198,13 +198,67 @@ async def _bind(path: str) -> tuple[trio.socket.SocketType, tuple[int, int]]:
 
 
 def _make_directory(directory: str) -> None:
-    """Make the socket's directory 0700 if missing; an existing one is left as it is."""
-    if os.path.isdir(directory):
-        return
-    os.makedirs(os.path.dirname(directory) or ".", exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(directory, 0o700)
-        os.chmod(directory, 0o700)  # whatever the umask took away
+    """Make the socket's directory 0700 if missing, in a place only trusted users control.
+
+    An existing directory is left as it is, but checked like a new one: see
+    `check_directory`.
+    """
+    directory = os.path.abspath(directory)
+    if not os.path.isdir(directory):
+        existing = directory
+        while not os.path.lexists(existing):
+            existing = os.path.dirname(existing)
+        check_directory(existing, final=False)  # before making anything there
+        os.makedirs(os.path.dirname(directory), mode=0o755, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+            os.chmod(directory, 0o700)  # whatever the umask took away
+    check_directory(directory)
+
+
+def check_directory(directory: str, *, final: bool = True) -> None:
+    """Refuse a socket directory that a user other than root or tinit's own could change.
+
+    Whoever can write to the socket's directory can put their own socket in
+    its place, and a client would send them its requests. So the directory
+    and every directory above it must belong to root or to tinit's user, and
+    none may be writable by group or others, except that one above (not the
+    socket's own, ``final``) may be if it is sticky, like /tmp: there nobody
+    can rename or remove what they do not own. A symbolic link on the way
+    must belong to root or tinit's user too, and its target is checked the
+    same way. Raises ControlError with the first directory at fault.
+    """
+    trusted = (0, os.geteuid())
+    path = os.path.abspath(directory)
+    chains = [path]
+    real = os.path.realpath(path)
+    if real != path:
+        chains.append(real)
+    for chain in chains:
+        parts = chain.split(os.sep)[1:] if chain != os.sep else []
+        prefixes = [os.sep] + [os.sep + os.sep.join(parts[: i + 1]) for i in range(len(parts))]
+        for prefix in prefixes:
+            _check_component(prefix, trusted, last=final and prefix == chain)
+
+
+def _check_component(path: str, trusted: tuple[int, int], *, last: bool) -> None:
+    st = os.lstat(path)
+    if st.st_uid not in trusted:
+        raise ControlError(
+            f"refusing the control socket's directory: {path} belongs to uid {st.st_uid}, "
+            "not root or tinit's user, who could put a socket of their own in its place"
+        )
+    if stat.S_ISLNK(st.st_mode):
+        return  # its target is on the resolved chain, checked as well
+    if not stat.S_ISDIR(st.st_mode):
+        raise ControlError(f"refusing the control socket's directory: {path} is not a directory")
+    writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if writable and (last or not st.st_mode & stat.S_ISVTX):
+        raise ControlError(
+            f"refusing the control socket's directory: {path} is writable by others than "
+            f"root and tinit's user (mode {stat.S_IMODE(st.st_mode):04o}): choose a "
+            "directory only they can write to, such as /run/tinit"
+        )
 
 
 def _cannot_make(path: str, exc: OSError) -> ControlError:
