@@ -17,23 +17,38 @@ import json
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Final
 
 from .errors import ControlError, UsageError
+from .replies import PROTOCOL_VERSION as PROTOCOL_VERSION
+from .replies import (
+    log_record,
+    logs_result,
+    parse_reply,
+    problems,
+    reload_result,
+    status_result,
+)
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
 
-PROTOCOL_VERSION: Final = 1
 DEFAULT_CONTROL_SOCKET: Final = "/run/tinit/control.sock"
 #: the largest request the server reads; longer ones close the connection
 MAX_REQUEST: Final = 64 * 1024
 #: how long a client command waits for its reply by default (stop may take a while)
 DEFAULT_TIMEOUT: Final = 30.0
-_MAX_REPLY: Final = 256 * 1024 * 1024  # a reply longer than this is not from tinit
+#: the longest reply believed: a status of hundreds of services takes a small part of it
+MAX_REPLY: Final = 4 * 1024 * 1024
+#: the longest first reply of ``logs``: every kept line of every service, at worst
+#: 256 KiB of one-byte lines each, several times longer as JSON (``-n`` keeps it short)
+MAX_LOGS_REPLY: Final = 64 * 1024 * 1024
+_RECEIVE_SIZE: Final = 256 * 1024
+_UCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 COMMANDS: Final = ("status", "start", "stop", "restart", "signal", "reload", "logs")
 
@@ -78,17 +93,25 @@ def parse_signal(text: str) -> int:
 
 
 class Connection:
-    """One open connection to the control socket; `request` is the one-shot form."""
+    """One open connection to the control socket; `request` is the one-shot form.
 
-    def __init__(self, path: str, timeout: float | None) -> None:
+    Before anything is sent, the process listening is checked to be root or
+    this user: anyone else may have bound a socket at that path, and its
+    answers are not tinit's. The ``timeout`` bounds the whole exchange
+    (connect, request, reply), and a reply is at most ``max_reply`` bytes.
+    """
+
+    def __init__(self, path: str, timeout: float | None, max_reply: int = MAX_REPLY) -> None:
         self.path = path
         self.timeout = timeout
-        self._buffer = b""
+        self.max_reply = max_reply
+        self._buffer = bytearray()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        self._sock.settimeout(timeout)
         self._deadline = None if timeout is None else time.monotonic() + timeout
         try:
+            self._sock.settimeout(timeout)
             self._connect()
+            self._check_peer()
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
             self.close()
             raise ControlError(
@@ -106,6 +129,9 @@ class Connection:
         except OSError as exc:
             self.close()
             raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+        except ControlError:
+            self.close()
+            raise
 
     def _connect(self) -> None:
         # A full backlog makes connect() on a non-blocking AF_UNIX socket fail
@@ -120,6 +146,16 @@ class Connection:
                     raise TimeoutError from None
                 time.sleep(pause)
                 pause = min(pause * 2, 0.05)
+
+    def _check_peer(self) -> None:
+        """Refuse a server that runs as neither root nor this user (SO_PEERCRED)."""
+        raw = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        pid, uid, _gid = _UCRED.unpack(raw)
+        if uid not in (0, os.geteuid()):
+            raise ControlError(
+                f"the process answering on {self.path} (pid {pid}) runs as uid {uid}, "
+                "neither root nor you: not trusting it as tinit"
+            )
 
     def close(self) -> None:
         self._sock.close()
@@ -141,8 +177,17 @@ class Connection:
             "(give more time with --timeout)"
         )
 
+    def _arm(self) -> None:
+        """Let the next blocking call take only what is left of the exchange's time."""
+        if self._deadline is not None:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise self._timed_out()
+            self._sock.settimeout(left)
+
     def send(self, payload: dict[str, Any]) -> None:
         data = json.dumps({"v": PROTOCOL_VERSION, **payload}, separators=(",", ":")) + "\n"
+        self._arm()
         try:
             self._sock.sendall(data.encode())
         except TimeoutError:
@@ -152,11 +197,20 @@ class Connection:
 
     def receive(self) -> dict[str, Any] | None:
         """The next message from tinit, or None when tinit closed the connection."""
-        while b"\n" not in self._buffer:
-            if self._deadline is not None:
-                self._sock.settimeout(max(self._deadline - time.monotonic(), 0.001))
+        line = self._receive_line()
+        return None if line is None else parse_reply(line, self.path)
+
+    def _receive_line(self) -> bytes | None:
+        searched = 0  # the buffer before this holds no newline: never scan it twice
+        while (end := self._buffer.find(b"\n", searched)) < 0:
+            searched = len(self._buffer)
+            if searched > self.max_reply:
+                raise ControlError(
+                    f"the reply from {self.path} is longer than {self.max_reply} bytes: not tinit's"
+                )
+            self._arm()
             try:
-                chunk = self._sock.recv(256 * 1024)
+                chunk = self._sock.recv(min(_RECEIVE_SIZE, self.max_reply + 1 - searched))
             except TimeoutError:
                 raise self._timed_out() from None
             except OSError as exc:
@@ -166,21 +220,13 @@ class Connection:
                     raise ControlError(f"tinit on {self.path} closed the connection mid-reply")
                 return None
             self._buffer += chunk
-            if len(self._buffer) > _MAX_REPLY:
-                raise ControlError(f"the reply from {self.path} is too long to be from tinit")
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        try:
-            message = json.loads(line)
-        except (ValueError, RecursionError):
-            raise ControlError(f"{self.path} answered something that is not tinit's JSON") from None
-        if not isinstance(message, dict) or not isinstance(message.get("ok"), bool):
-            raise ControlError(f"{self.path} answered something that is not tinit's JSON")
-        if message.get("v") != PROTOCOL_VERSION:
+        if end > self.max_reply:
             raise ControlError(
-                f"tinit on {self.path} speaks protocol version {message.get('v')!r}, "
-                f"this client {PROTOCOL_VERSION}: use the tinit of the same image"
+                f"the reply from {self.path} is longer than {self.max_reply} bytes: not tinit's"
             )
-        return message
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        return line
 
     def call(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Send one request and return its reply (``ok`` true or false)."""
@@ -298,7 +344,8 @@ def run(args: argparse.Namespace) -> int:
             from .watch import run_watch
 
             return run_watch(path, names, timeout)
-        services = _result(request(path, {"cmd": "status", "names": names}, timeout))
+        reply = request(path, {"cmd": "status", "names": names}, timeout)
+        services = status_result(_result(reply), path)
         if args.json:
             print(json.dumps(services, indent=2))
         else:
@@ -335,15 +382,12 @@ def _healthy(service: dict[str, Any]) -> bool:
 def _reload(path: str, timeout: float) -> int:
     reply = request(path, {"cmd": "reload"}, timeout)
     if not reply["ok"]:
-        problems = reply.get("problems")
-        if isinstance(problems, list) and problems:
-            for problem in problems:
-                print(f"tinit: {problem}", file=sys.stderr)
+        for problem in problems(reply, path):
+            print(f"tinit: {problem}", file=sys.stderr)
         raise ControlError(str(reply.get("error") or "tinit refused to reload"))
-    diff = reply.get("result") or {}
+    diff = reload_result(reply.get("result"), path)
     shown = False
-    for key in ("added", "removed", "changed"):
-        names = diff.get(key) or []
+    for key, names in diff.items():
         if names:
             print(f"{key}: {', '.join(names)}")
             shown = True
@@ -357,17 +401,18 @@ def _logs(path: str, names: Sequence[str], n: int | None, follow: bool, timeout:
     if n is not None:
         payload["n"] = n
     try:
-        with Connection(path, timeout) as conn:
-            result = _result(conn.call(payload))
-            width = max((len(s) for s in result.get("services", ())), default=0)
-            for record in result.get("lines", ()):
+        with Connection(path, timeout, max_reply=MAX_LOGS_REPLY) as conn:
+            services, lines = logs_result(_result(conn.call(payload)), path)
+            width = max((len(s) for s in services), default=0)
+            for record in lines:
                 _print_line(record, width)
             if not follow:
                 return 0
             sys.stdout.flush()
-            conn.wait_forever()  # following has no end but the user's Ctrl-C
+            conn.wait_forever()  # following has no end but the user's Ctrl-C...
+            conn.max_reply = MAX_REPLY  # ...and each new line is a message of its own
             while (message := conn.receive()) is not None:
-                _print_line(_result(message), width)
+                _print_line(log_record(_result(message), path), width)
                 sys.stdout.flush()
             return 0  # tinit ended
     except KeyboardInterrupt:
