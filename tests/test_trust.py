@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -21,7 +24,7 @@ import pytest
 
 from tests.nsrun import PYTHON, ROOT, Tinit, tinit_argv, wait_for
 from tests.svcrun import finish, start, write_config
-from tinit.control import check_directory
+from tinit.control import MAX_CONNECTIONS, check_directory
 from tinit.errors import ControlError
 
 if TYPE_CHECKING:
@@ -333,3 +336,69 @@ def test_a_well_formed_reply_still_works(sockdir: str) -> None:
         done, _ = client("status", "--control-socket", path)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.splitlines()[1].split()[:3] == ["a", "running", "7"]
+
+
+# -- the health listener against a crowd ----------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _raised_fd_limit(at_least: int) -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= at_least:
+        yield
+        return
+    if hard != resource.RLIM_INFINITY and hard < at_least:
+        pytest.skip(f"needs {at_least} descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (at_least, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_thousand_half_requests_do_not_starve_healthz(tmp_path: Path) -> None:
+    """Before: about 260 connections that sent half a request made /healthz unreachable."""
+    port = _free_port()
+    config = write_config(
+        tmp_path,
+        f"""
+        version: 1
+        settings: {{health_listen: "127.0.0.1:{port}"}}
+        services:
+          a: {{command: 'sleep 600'}}
+        """,
+    )
+    tinit = start(config)
+    url = f"http://127.0.0.1:{port}/healthz"
+
+    def healthz() -> int:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return int(reply.status)
+
+    crowd: list[socket.socket] = []
+    with _raised_fd_limit(2200):
+        try:
+            assert wait_for(lambda: "health_listening" in tinit.stderr_so_far(), timeout=20)
+            for _ in range(1000):
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: tinit\r\nX-Half: ")
+                crowd.append(s)
+            began = time.monotonic()
+            assert healthz() == 200
+            assert time.monotonic() - began < 5
+            fds = len(os.listdir(f"/proc/{tinit.pid}/fd"))
+            assert fds < MAX_CONNECTIONS + 64, fds  # the crowd beyond the limit was closed
+        finally:
+            for s in crowd:
+                s.close()
+    tinit.signal(signal.SIGTERM)
+    result = finish(tinit)
+    assert result.code == 0
+    assert not result.named("health_connection_failed")

@@ -1,11 +1,18 @@
 """The HTTP health endpoint: ``/healthz``, ``/readyz`` and ``/metrics`` (SPEC §9).
 
-Served with ``settings.health_listen`` from tinit's one trio thread. HTTP is
-parsed by h11, never by hand. Each connection has to deliver a whole request
-head of at most `MAX_HEADER` bytes within `IDLE_TIMEOUT` seconds and to take
-its reply within the same time, or it is closed: a slow or malicious client
-(slowloris) costs one descriptor for a bounded time and never delays another
-request, a service, or tinit. Keep-alive works as HTTP/1.1 says.
+Served with ``settings.health_listen`` from tinit's one trio thread, to any
+network peer that can reach it. HTTP is parsed by h11, never by hand. Each
+connection has to deliver a whole request head of at most `MAX_HEADER` bytes
+within `IDLE_TIMEOUT` seconds and to take its reply within the same time, or
+it is closed: a slow or malicious client (slowloris) costs one descriptor for
+a bounded time and never delays another request, a service, or tinit.
+
+At most `MAX_CONNECTIONS` connections are kept. A new one past that closes
+the one that has waited longest for a request, not the newcomer: a crowd of
+connections that never finish a request cannot lock out a probe, which sends
+its request at once and is answered before that crowd can push it out.
+Memory is bounded with them: a connection holds at most one request head.
+Keep-alive works as HTTP/1.1 says.
 
 The metrics are the Prometheus text format 0.0.4, written here so that tinit
 does not depend on prometheus_client (the tests parse it with that).
@@ -81,23 +88,38 @@ class _Server:
         self.log = log
         self.timeout = timeout
         self.max_connections = max_conns
-        self.active = 0
+        # The connections kept, the one active longest ago first (dicts keep order).
+        self.open: dict[_Connection, None] = {}
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """Serve one connection; never raises (serve_listeners would end the server)."""
-        self.active += 1
+        connection = _Connection(stream, self)
+        if self.open and len(self.open) >= self.max_connections:
+            self.shed()
+        self.open[connection] = None
         try:
-            if self.active > self.max_connections:
-                self.log.debug("health_connection_refused", reason="too many connections")
-                return
-            await _Connection(stream, self).serve()
+            with connection.scope:
+                await connection.serve()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             pass  # the client went away or would not read: its loss alone
         except* Exception as group:
             for exc in group.exceptions:
                 self.log.error("health_connection_failed", error=f"{type(exc).__name__}: {exc}")
         finally:
-            self.active -= 1
+            self.open.pop(connection, None)
+
+    def shed(self) -> None:
+        """Close the connection that waited longest for a request (else the oldest one)."""
+        victim = next((c for c in self.open if c.idle), next(iter(self.open)))
+        del self.open[victim]
+        victim.scope.cancel()
+        self.log.debug("health_connection_shed", reason="too many connections")
+
+    def active(self, connection: _Connection) -> None:
+        """``connection`` was served a request: it is the last to be shed now."""
+        if connection in self.open:
+            del self.open[connection]
+            self.open[connection] = None
 
 
 class _Connection:
@@ -105,6 +127,8 @@ class _Connection:
         self.stream = stream
         self.server = server
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER)
+        self.scope = trio.CancelScope()  # cancelled when the server sheds this connection
+        self.idle = True  # waiting for (the rest of) a request
 
     async def serve(self) -> None:
         while True:
@@ -112,10 +136,13 @@ class _Connection:
             request: h11.Request | None = None
             head = False
             try:
+                self.idle = True
                 with trio.move_on_after(self.server.timeout):
                     request = await self.read_request()
+                self.idle = False
                 if request is None:
                     return  # the client is done, or too slow: nothing more is owed to it
+                self.server.active(self)
                 head = request.method == b"HEAD"
                 status, headers, body = self.route(request)
             except h11.RemoteProtocolError as exc:
