@@ -115,7 +115,7 @@ class _Server:
         victim.scope.cancel()
         self.log.debug("health_connection_shed", reason="too many connections")
 
-    def active(self, connection: _Connection) -> None:
+    def mark_active(self, connection: _Connection) -> None:
         """``connection`` was served a request: it is the last to be shed now."""
         if connection in self.open:
             del self.open[connection]
@@ -142,7 +142,7 @@ class _Connection:
                 self.idle = False
                 if request is None:
                     return  # the client is done, or too slow: nothing more is owed to it
-                self.server.active(self)
+                self.server.mark_active(self)
                 head = request.method == b"HEAD"
                 status, headers, body = self.route(request)
             except h11.RemoteProtocolError as exc:

@@ -71,9 +71,7 @@ def status_result(value: object, path: str) -> list[dict[str, Any]]:
     """The result of ``status``: a list of services with every field of its type."""
     if not isinstance(value, list):
         raise _malformed(path, "the status is not a list of services")
-    for service in value:
-        _check_fields(service, _STATUS_FIELDS, _STATUS_OPTIONAL, "a service", path)
-    return value
+    return [_checked(s, _STATUS_FIELDS, _STATUS_OPTIONAL, "a service", path) for s in value]
 
 
 def reload_result(value: object, path: str) -> dict[str, list[str]]:
@@ -103,18 +101,17 @@ def logs_result(value: object, path: str) -> tuple[list[str], list[dict[str, Any
 
 def log_record(value: object, path: str) -> dict[str, Any]:
     """One line of ``logs``: its time, service, stream and text."""
-    _check_fields(value, _RECORD_FIELDS, {}, "a log line", path)
-    assert isinstance(value, dict)  # for mypy: _check_fields said so
-    return value
+    return _checked(value, _RECORD_FIELDS, {}, "a log line", path)
 
 
-def _check_fields(
+def _checked(
     value: object,
     required: dict[str, tuple[type, ...]],
     optional: dict[str, tuple[type, ...]],
     what: str,
     path: str,
-) -> None:
+) -> dict[str, Any]:
+    """``value``, a JSON object with every ``required`` key and the types given."""
     if not isinstance(value, dict):
         raise _malformed(path, f"{what} is not a JSON object")
     for key, types in required.items():
@@ -125,6 +122,7 @@ def _check_fields(
     for key, types in optional.items():
         if key in value and not _typed(value[key], types):
             raise _malformed(path, f"{key!r} of {what} is not of the right type")
+    return value
 
 
 def _typed(value: object, types: tuple[type, ...]) -> bool:
