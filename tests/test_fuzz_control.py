@@ -21,6 +21,7 @@ import os
 import socket
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
@@ -40,13 +41,15 @@ from tinit.replies import (
     status_result,
 )
 
+_LONG = os.environ.get("TINIT_FUZZ") == "long"
 _SLOW = [HealthCheck.too_slow, HealthCheck.filter_too_much]
 FUZZ = (
     settings(max_examples=50_000, deadline=None, suppress_health_check=_SLOW)
-    if os.environ.get("TINIT_FUZZ") == "long"
+    if _LONG
     # CI: a bounded run that leaves nothing behind (no example database)
     else settings(max_examples=200, deadline=None, suppress_health_check=_SLOW, database=None)
 )
+pytestmark = pytest.mark.timeout(0 if _LONG else 120)  # 0: a long run takes its time
 
 COMMANDS = ["status", "start", "stop", "restart", "signal", "reload", "logs", "ping"]
 FIELDS = ["v", "cmd", "names", "signal", "n", "follow", "ok", "result", "error", "problems",
