@@ -162,10 +162,12 @@ class Container:
         ]
 
     def exec(
-        self, *argv: str, env: tuple[str, ...] = (), timeout: float = 15.0
+        self, *argv: str, env: tuple[str, ...] = (), timeout: float = 15.0, user: int = 0
     ) -> subprocess.CompletedProcess[str]:
         """``docker exec``: run argv in every namespace and the root of the container."""
         enter = ["nsenter", "-t", str(self.init), "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w"]
+        if user:
+            enter += ["-S", str(user), "-G", str(user)]
         return subprocess.run(
             [*enter, "--", "/usr/bin/env", "-i", f"PATH={IMAGE_PATH}", *env, *argv],
             stdin=subprocess.DEVNULL,
@@ -361,11 +363,15 @@ def test_runs_as_a_non_root_user(run: Callable[..., Container]) -> None:
     services = Path(f"/proc/{container.init}/task/{container.init}/children").read_text().split()
     assert len(services) == 2
     assert all(uids(int(pid)) == ["10001"] * 4 for pid in services)
-    # The HEALTHCHECK finds tinit through the same variable.
+    # The HEALTHCHECK finds tinit through the same variable, and runs as the
+    # image's user: root's client would not trust a server of uid 10001.
     container.wait_for(
         "tinit status to exit 0",
-        lambda: container.exec("tinit", "status", env=(socket,)).returncode == 0,
+        lambda: container.exec("tinit", "status", env=(socket,), user=10001).returncode == 0,
     )
+    as_root = container.exec("tinit", "status", env=(socket,))
+    assert as_root.returncode == 1
+    assert "runs as uid 10001, neither root nor you" in as_root.stderr
     warnings = [e["event"] for e in container.events() if e.get("level") == "warning"]
     assert warnings == ["cgroups_unavailable"], container.log()
 
