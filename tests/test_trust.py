@@ -200,6 +200,8 @@ def fake_server(directory: str, how: str, *, uid: int = 0) -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def client(*args: str, timeout: float = 30) -> tuple[subprocess.CompletedProcess[str], float]:
