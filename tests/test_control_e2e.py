@@ -346,3 +346,28 @@ def test_a_start_during_a_reload_that_removes_the_service_starts_nothing(tmp_pat
     done = finish(tinit)
     assert done.code == 0, done.stderr[-2000:]
     assert len(done.named("service_starting", "quick")) == 1
+
+
+def test_status_into_a_closed_pipe_is_quiet_not_an_internal_error(tmp_path: Path) -> None:
+    """Regression: `tinit status --json | head -c1` ended in "internal error: BrokenPipeError"
+    and exit 70. A reader that goes away now ends the client quietly with 141 (SIGPIPE)."""
+    services = "".join(f"  s{i}: {{command: sleep 60}}\n" for i in range(40))
+    config = tmp_path / "services.yaml"
+    config.write_text(f"version: 1\nservices:\n{services}")
+    tinit = start(config)
+    try:
+        sock = tinit.env["TINIT_CONTROL_SOCKET"]
+        assert wait_for(lambda: os.path.exists(sock), timeout=20)
+        r, w = os.pipe()
+        os.close(r)  # the reader is gone before the first byte
+        proc = subprocess.run(
+            [*tinit_argv("status", "--json", "--control-socket", sock)],
+            stdout=w, stderr=subprocess.PIPE, text=True, timeout=30,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        os.close(w)
+        assert proc.returncode == 141, proc.stderr
+        assert proc.stderr == ""
+    finally:
+        tinit.signal(signal.SIGTERM)
+        finish(tinit, timeout=30)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
@@ -350,6 +351,14 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of the output (`| head`) is gone: stop quietly with the
+        # status of a program that SIGPIPE ended, and keep Python's flush at
+        # exit from complaining about the same pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
     except Exception as exc:  # a bug in tinit: one line and 70, never a bare traceback
         print(f"tinit: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         if os.environ.get("TINIT_DEBUG"):
