@@ -10,8 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tinit._units import format_duration, format_signal, format_size
 from tinit.config import parse_config, parse_duration, parse_signal, parse_size
+from tinit.config._units import format_duration, format_signal, format_size
 from tinit.errors import ConfigError
 
 FULL = Path(__file__).parent / "configs" / "valid" / "full.yaml"

@@ -19,8 +19,7 @@ from pathlib import Path
 import prctl
 import pytest
 
-from tinit import _units
-from tinit.config import Capabilities
+from tinit.config import Capabilities, _units
 from tinit.privileges import (
     NAMES,
     Privileges,

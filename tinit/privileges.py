@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Final
 
 import prctl
 
-from ._units import did_you_mean
+from .config._units import did_you_mean
 from .errors import stage
 
 if TYPE_CHECKING:

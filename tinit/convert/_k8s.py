@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlsplit
 
-from tinit._units import format_address, format_duration, format_signal, parse_env_file
 from tinit.config import Backoff, Settings
+from tinit.config._units import format_address, format_duration, format_signal, parse_env_file
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

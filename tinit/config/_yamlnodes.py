@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import yaml
 
-from tinit._units import did_you_mean, show
+from tinit.config._units import did_you_mean, show
 from tinit.errors import Problem
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ modes and env files. Each ``parse_*`` takes a value as YAML produced it (a
 number or a string) and returns the canonical value, or raises ValueError with
 a sentence for the user. Each ``format_*`` is its inverse, what ``tinit
 check`` prints, chosen so that parsing it again gives the same value. Nothing
-here knows where in the file a value came from; ``config`` adds that.
+here knows where in the file a value came from; ``loader`` adds that.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""The config file: YAML in, frozen typed values out, every mistake reported.
+"""The loader: a config file's YAML in, a checked Config out, every mistake reported.
 
-``load_config`` reads a services.yaml (SPEC §3, §11, §12) and returns a
-``Config``, or raises ``ConfigError`` listing every problem in the file at once,
-each located by line and column. All validation lives here; the rest of tinit
-trusts a ``Config``. This module imports neither trio nor (until a file is
-read) yaml, so the client commands start fast.
+``load_config`` reads a services.yaml and returns a ``Config``, or raises
+``ConfigError`` listing every problem in the file at once, each located by
+line and column. All validation lives here; the rest of tinit trusts a
+``Config``. This module imports neither trio nor (until a file is read) yaml,
+so the client commands start fast.
 """
 
 from __future__ import annotations
@@ -17,16 +17,14 @@ import shlex
 import shutil
 import signal
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
-from tinit._units import (
+from tinit.config._units import (
     did_you_mean,
-    format_address,
     format_duration,
     format_signal,
-    format_size,
     parse_address,
     parse_capability,
     parse_duration,
@@ -37,56 +35,45 @@ from tinit._units import (
     parse_size,
     parse_umask,
 )
+from tinit.config.model import (
+    CGROUPS,
+    CONDITIONS,
+    DEFAULT_FORWARD,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    NETWORKS,
+    PIDS,
+    PROBE_KINDS,
+    RESTARTS,
+    Backoff,
+    Capabilities,
+    Condition,
+    Config,
+    Limits,
+    Namespaces,
+    Probe,
+    ProbeKind,
+    Service,
+    Settings,
+)
 from tinit.errors import ConfigError, Problem
 
 if TYPE_CHECKING:
     import yaml
 
-    from tinit._yamlnodes import Entry, Fields, Reader
+    from tinit.config._yamlnodes import Entry, Fields, Reader
 
-__all__ = [
-    "Backoff",
-    "Capabilities",
-    "Config",
-    "Limits",
-    "Namespaces",
-    "Probe",
-    "Service",
-    "Settings",
-    "load_config",
-    "parse_config",
-    "parse_duration",
-    "parse_env_file",
-    "parse_signal",
-    "parse_size",
-    "to_document",
-]
+__all__ = ["load_config", "parse_config"]
 
 T = TypeVar("T")
-ProbeKind = Literal["tcp", "http", "exec", "notify_fd"]
-Restart = Literal["always", "on-failure", "never"]
-Condition = Literal["started", "ready", "completed"]
 
 SERVICE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: cgroup v2 interface files are CONTROLLER.KEY: a service cgroup can't share such a name
 _CGROUP_FILE_PREFIXES: Final = frozenset(
     {"cgroup", "cpu", "cpuset", "io", "memory", "pids", "hugetlb", "rdma", "misc", "irq"}
 )
-PROBE_KINDS: Final[tuple[ProbeKind, ...]] = ("tcp", "http", "exec", "notify_fd")
-RESTARTS: Final[tuple[Restart, ...]] = ("always", "on-failure", "never")
-CONDITIONS: Final[tuple[Condition, ...]] = ("started", "ready", "completed")
-LOG_FORMATS: Final[tuple[Literal["console", "json"], ...]] = ("console", "json")
-LOG_LEVELS: Final[tuple[Literal["debug", "info", "warning", "error"], ...]] = (
-    "debug",
-    "info",
-    "warning",
-    "error",
-)
-CGROUPS: Final[tuple[Literal["auto", "required", "off"], ...]] = ("auto", "required", "off")
-NETWORKS: Final[tuple[Literal["host", "none"], ...]] = ("host", "none")
-PIDS: Final[tuple[Literal["host", "private"], ...]] = ("host", "private")
 MIN_MEMORY: Final = 4096
-# Signals tinit acts on itself (SPEC §5), or that no process can catch.
+# Signals tinit acts on itself (shut down, reload, reap), or that no process can catch.
 UNFORWARDABLE: Final = frozenset(
     {
         signal.SIGTERM,
@@ -99,149 +86,6 @@ UNFORWARDABLE: Final = frozenset(
         signal.SIGRTMIN + 3,
     }
 )
-DEFAULT_FORWARD: Final = (int(signal.SIGUSR1), int(signal.SIGUSR2), int(signal.SIGWINCH))
-
-
-@dataclass(frozen=True, slots=True)
-class Probe:
-    """A ready or health check: exactly one of tcp, http, exec, notify_fd is set."""
-
-    kind: ProbeKind
-    tcp: tuple[str, int] | None
-    http: str | None
-    exec: tuple[str, ...] | None
-    notify_fd: int | None
-    interval: float
-    timeout: float
-    start_timeout: float | None
-    failures: int
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Delays between restarts, in seconds: initial * factor**n, up to max."""
-
-    initial: float = 0.1
-    max: float = 30.0
-    factor: float = 2.0
-    reset_after: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Cgroup limits of a service; None means no limit."""
-
-    memory: int | None = None
-    cpu: float | None = None
-    pids: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    """Capability names (``NET_ADMIN``, or ``ALL``) to drop from and add to the set."""
-
-    drop: tuple[str, ...] = ()
-    add: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Namespaces:
-    """Per-service isolation (SPEC §12)."""
-
-    private_tmp: bool = False
-    read_only_paths: tuple[str, ...] = ()
-    hidden_paths: tuple[str, ...] = ()
-    network: Literal["host", "none"] = "host"
-    pid: Literal["host", "private"] = "host"
-
-
-@dataclass(frozen=True, slots=True)
-class Service:
-    """One service, every default filled in.
-
-    ``command`` is the exact argv: a list as given, a string shlex-split, and
-    with ``shell`` ``("/bin/sh", "-c", string)``; ``source_command`` is the
-    command as written, after ``${}`` expansion. ``env`` is the ``env:`` key
-    alone, ``environment`` the one to run with: tinit's own (unless
-    ``clear_env``), then each ``env_file``, then ``env``. Relative paths in the
-    file are made absolute from the config file's directory. ``stdin`` None
-    means /dev/null; ``depends_on`` maps each dependency to its condition.
-    """
-
-    name: str
-    command: tuple[str, ...]
-    source_command: str | tuple[str, ...]
-    shell: bool
-    workdir: str | None
-    user: str | None
-    group: str | None
-    umask: int | None
-    env: Mapping[str, str]
-    env_file: tuple[str, ...]
-    clear_env: bool
-    environment: Mapping[str, str]
-    stdin: str | None
-    output: str
-    oneshot: bool
-    restart: Restart
-    success_exit_codes: frozenset[int]
-    backoff: Backoff
-    max_restarts: int | None
-    critical: bool
-    depends_on: Mapping[str, Condition]
-    ready: Probe | None
-    health: Probe | None
-    stop_signal: int
-    stop_timeout: float
-    limits: Limits
-    oom_group: bool
-    capabilities: Capabilities
-    no_new_privs: bool
-    namespaces: Namespaces
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The ``settings:`` section."""
-
-    shutdown_timeout: float = 9.0
-    log_format: Literal["console", "json"] = "console"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    output: str = "prefix"
-    cgroups: Literal["auto", "required", "off"] = "auto"
-    control_socket: str | None = "/run/tinit/control.sock"
-    health_listen: tuple[str, int] | None = None
-    forward_signals: tuple[int, ...] = DEFAULT_FORWARD
-    exit_code_remap: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
-    isolate: bool | Literal["net"] = False
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """A valid config file. ``path`` and ``warnings`` take no part in equality."""
-
-    path: str = field(compare=False)
-    version: int
-    settings: Settings
-    services: Mapping[str, Service]
-    warnings: tuple[Problem, ...] = field(default=(), compare=False)
-
-    def start_order(self) -> list[list[str]]:
-        """Services in levels: each level depends only on the levels before it."""
-        levels: dict[str, int] = {}
-
-        def level(name: str, visiting: frozenset[str]) -> int:
-            if name not in levels:
-                deps = [d for d in self.services[name].depends_on if d not in visiting]
-                levels[name] = 1 + max((level(d, visiting | {name}) for d in deps), default=-1)
-            return levels[name]
-
-        for name in self.services:
-            level(name, frozenset())
-        order: list[list[str]] = [[] for _ in range(max(levels.values(), default=-1) + 1)]
-        for name in self.services:
-            order[levels[name]].append(name)
-        return order
 
 
 def load_config(
@@ -285,7 +129,7 @@ def parse_config(
 
     Relative paths in the config are relative to ``filename``'s directory.
     """
-    from tinit._yamlnodes import Reader
+    from tinit.config._yamlnodes import Reader
 
     reader = Reader(filename, os.environ if environ is None else environ, at_run=at_run)
     base = os.path.dirname(os.path.abspath(filename))
@@ -294,119 +138,6 @@ def parse_config(
     if config is None or any(not p.warning for p in problems):
         raise ConfigError(problems)
     return replace(config, warnings=tuple(problems))
-
-
-# -- the normalized document
-
-
-def to_document(config: Config) -> dict[str, Any]:
-    """The config as plain YAML/JSON-able data, every default filled in.
-
-    Loading the dumped document again gives an equal Config. Every ``$`` in a
-    string is written as ``$$``, since the values are already expanded.
-    """
-    document = {
-        "version": config.version,
-        "settings": _settings_document(config.settings),
-        "services": {name: _service_document(s) for name, s in config.services.items()},
-    }
-    return cast("dict[str, Any]", _escape(document))
-
-
-def _settings_document(settings: Settings) -> dict[str, Any]:
-    listen = settings.health_listen
-    return {
-        "shutdown_timeout": format_duration(settings.shutdown_timeout),
-        "log_format": settings.log_format,
-        "log_level": settings.log_level,
-        "output": settings.output,
-        "cgroups": settings.cgroups,
-        "control_socket": settings.control_socket,
-        "health_listen": format_address(listen) if listen else None,
-        "forward_signals": [format_signal(s) for s in settings.forward_signals],
-        "exit_code_remap": dict(settings.exit_code_remap),
-        "isolate": settings.isolate,
-    }
-
-
-def _service_document(s: Service) -> dict[str, Any]:
-    source, backoff, limits, ns = s.source_command, s.backoff, s.limits, s.namespaces
-    return {
-        "command": source if isinstance(source, str) else list(source),
-        "shell": s.shell,
-        "workdir": s.workdir,
-        "user": s.user,
-        "group": s.group,
-        "umask": None if s.umask is None else f"{s.umask:03o}",
-        "env": dict(s.env),
-        "env_file": list(s.env_file),
-        "clear_env": s.clear_env,
-        "stdin": s.stdin,
-        "output": s.output,
-        "oneshot": s.oneshot,
-        "restart": s.restart,
-        "success_exit_codes": sorted(s.success_exit_codes),
-        "backoff": {
-            "initial": format_duration(backoff.initial),
-            "max": format_duration(backoff.max),
-            "factor": backoff.factor,
-            "reset_after": format_duration(backoff.reset_after),
-        },
-        "max_restarts": s.max_restarts,
-        "critical": s.critical,
-        "depends_on": dict(s.depends_on),
-        "ready": _probe_document(s.ready, health=False),
-        "health": _probe_document(s.health, health=True),
-        "stop_signal": format_signal(s.stop_signal),
-        "stop_timeout": format_duration(s.stop_timeout),
-        "limits": {
-            "memory": None if limits.memory is None else format_size(limits.memory),
-            "cpu": limits.cpu,
-            "pids": limits.pids,
-        },
-        "oom_group": s.oom_group,
-        "capabilities": {"drop": list(s.capabilities.drop), "add": list(s.capabilities.add)},
-        "no_new_privs": s.no_new_privs,
-        "namespaces": {
-            "private_tmp": ns.private_tmp,
-            "read_only_paths": list(ns.read_only_paths),
-            "hidden_paths": list(ns.hidden_paths),
-            "network": ns.network,
-            "pid": ns.pid,
-        },
-    }
-
-
-def _probe_document(probe: Probe | None, *, health: bool) -> dict[str, Any] | None:
-    if probe is None:
-        return None
-    check = {
-        "tcp": probe.tcp and format_address(probe.tcp),
-        "http": probe.http,
-        "exec": probe.exec and list(probe.exec),
-        "notify_fd": probe.notify_fd,
-    }
-    document = {
-        probe.kind: check[probe.kind],
-        "interval": format_duration(probe.interval),
-        "timeout": format_duration(probe.timeout),
-    }
-    if health:
-        document["failures"] = probe.failures
-    else:
-        start = probe.start_timeout
-        document["start_timeout"] = None if start is None else format_duration(start)
-    return document
-
-
-def _escape(value: object) -> object:
-    if isinstance(value, str):
-        return value.replace("$", "$$")
-    if isinstance(value, dict):
-        return {key: _escape(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_escape(item) for item in value]
-    return value
 
 
 # -- reading
@@ -572,7 +303,7 @@ class _Loader:
         return entries
 
     def _service(self, name: str, entry: Entry) -> _Draft:
-        from tinit._yamlnodes import Fields, Invalid
+        from tinit.config._yamlnodes import Fields, Invalid
 
         r = self.reader
         path = f"services.{name}"
@@ -676,7 +407,7 @@ class _Loader:
 
     def _argv(self, node: yaml.Node, path: str, *, runtime: bool = False) -> tuple[str, ...]:
         """An argv from a list (exact) or a string (split as a shell would, without one)."""
-        from tinit._yamlnodes import Invalid
+        from tinit.config._yamlnodes import Invalid
 
         r = self.reader
         if not r.is_list(node):

@@ -1,0 +1,127 @@
+"""The normalized document: a Config written back as plain data.
+
+``tinit check`` prints it (as YAML, or JSON with ``--json``): the file as tinit
+understood it, every default filled in and every value in one canonical
+spelling, so that loading it again gives an equal Config.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from tinit.config._units import format_address, format_duration, format_signal, format_size
+
+if TYPE_CHECKING:
+    from tinit.config.model import Config, Probe, Service, Settings
+
+__all__ = ["to_document"]
+
+
+def to_document(config: Config) -> dict[str, Any]:
+    """The config as plain YAML/JSON-able data, every default filled in.
+
+    Loading the dumped document again gives an equal Config. Every ``$`` in a
+    string is written as ``$$``, since the values are already expanded.
+    """
+    document = {
+        "version": config.version,
+        "settings": _settings_document(config.settings),
+        "services": {name: _service_document(s) for name, s in config.services.items()},
+    }
+    return cast("dict[str, Any]", _escape(document))
+
+
+def _settings_document(settings: Settings) -> dict[str, Any]:
+    listen = settings.health_listen
+    return {
+        "shutdown_timeout": format_duration(settings.shutdown_timeout),
+        "log_format": settings.log_format,
+        "log_level": settings.log_level,
+        "output": settings.output,
+        "cgroups": settings.cgroups,
+        "control_socket": settings.control_socket,
+        "health_listen": format_address(listen) if listen else None,
+        "forward_signals": [format_signal(s) for s in settings.forward_signals],
+        "exit_code_remap": dict(settings.exit_code_remap),
+        "isolate": settings.isolate,
+    }
+
+
+def _service_document(s: Service) -> dict[str, Any]:
+    source, backoff, limits, ns = s.source_command, s.backoff, s.limits, s.namespaces
+    return {
+        "command": source if isinstance(source, str) else list(source),
+        "shell": s.shell,
+        "workdir": s.workdir,
+        "user": s.user,
+        "group": s.group,
+        "umask": None if s.umask is None else f"{s.umask:03o}",
+        "env": dict(s.env),
+        "env_file": list(s.env_file),
+        "clear_env": s.clear_env,
+        "stdin": s.stdin,
+        "output": s.output,
+        "oneshot": s.oneshot,
+        "restart": s.restart,
+        "success_exit_codes": sorted(s.success_exit_codes),
+        "backoff": {
+            "initial": format_duration(backoff.initial),
+            "max": format_duration(backoff.max),
+            "factor": backoff.factor,
+            "reset_after": format_duration(backoff.reset_after),
+        },
+        "max_restarts": s.max_restarts,
+        "critical": s.critical,
+        "depends_on": dict(s.depends_on),
+        "ready": _probe_document(s.ready, health=False),
+        "health": _probe_document(s.health, health=True),
+        "stop_signal": format_signal(s.stop_signal),
+        "stop_timeout": format_duration(s.stop_timeout),
+        "limits": {
+            "memory": None if limits.memory is None else format_size(limits.memory),
+            "cpu": limits.cpu,
+            "pids": limits.pids,
+        },
+        "oom_group": s.oom_group,
+        "capabilities": {"drop": list(s.capabilities.drop), "add": list(s.capabilities.add)},
+        "no_new_privs": s.no_new_privs,
+        "namespaces": {
+            "private_tmp": ns.private_tmp,
+            "read_only_paths": list(ns.read_only_paths),
+            "hidden_paths": list(ns.hidden_paths),
+            "network": ns.network,
+            "pid": ns.pid,
+        },
+    }
+
+
+def _probe_document(probe: Probe | None, *, health: bool) -> dict[str, Any] | None:
+    if probe is None:
+        return None
+    check = {
+        "tcp": probe.tcp and format_address(probe.tcp),
+        "http": probe.http,
+        "exec": probe.exec and list(probe.exec),
+        "notify_fd": probe.notify_fd,
+    }
+    document = {
+        probe.kind: check[probe.kind],
+        "interval": format_duration(probe.interval),
+        "timeout": format_duration(probe.timeout),
+    }
+    if health:
+        document["failures"] = probe.failures
+    else:
+        start = probe.start_timeout
+        document["start_timeout"] = None if start is None else format_duration(start)
+    return document
+
+
+def _escape(value: object) -> object:
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {key: _escape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_escape(item) for item in value]
+    return value

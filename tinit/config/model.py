@@ -1,0 +1,180 @@
+"""The config's model: frozen values that the rest of tinit trusts.
+
+Everything here is plain data with every default filled in; ``loader`` makes
+these values from a file and checks them, ``document`` writes them back out.
+This module imports neither yaml nor trio, so the modules that only need the
+types (spawn, cgroups, namespaces, the client commands) start fast.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from tinit.errors import Problem
+
+ProbeKind = Literal["tcp", "http", "exec", "notify_fd"]
+Restart = Literal["always", "on-failure", "never"]
+Condition = Literal["started", "ready", "completed"]
+
+PROBE_KINDS: Final[tuple[ProbeKind, ...]] = ("tcp", "http", "exec", "notify_fd")
+RESTARTS: Final[tuple[Restart, ...]] = ("always", "on-failure", "never")
+CONDITIONS: Final[tuple[Condition, ...]] = ("started", "ready", "completed")
+LOG_FORMATS: Final[tuple[Literal["console", "json"], ...]] = ("console", "json")
+LOG_LEVELS: Final[tuple[Literal["debug", "info", "warning", "error"], ...]] = (
+    "debug",
+    "info",
+    "warning",
+    "error",
+)
+CGROUPS: Final[tuple[Literal["auto", "required", "off"], ...]] = ("auto", "required", "off")
+NETWORKS: Final[tuple[Literal["host", "none"], ...]] = ("host", "none")
+PIDS: Final[tuple[Literal["host", "private"], ...]] = ("host", "private")
+DEFAULT_FORWARD: Final = (int(signal.SIGUSR1), int(signal.SIGUSR2), int(signal.SIGWINCH))
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A ready or health check: exactly one of tcp, http, exec, notify_fd is set."""
+
+    kind: ProbeKind
+    tcp: tuple[str, int] | None
+    http: str | None
+    exec: tuple[str, ...] | None
+    notify_fd: int | None
+    interval: float
+    timeout: float
+    start_timeout: float | None
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delays between restarts, in seconds: initial * factor**n, up to max."""
+
+    initial: float = 0.1
+    max: float = 30.0
+    factor: float = 2.0
+    reset_after: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Cgroup limits of a service; None means no limit."""
+
+    memory: int | None = None
+    cpu: float | None = None
+    pids: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """Capability names (``NET_ADMIN``, or ``ALL``) to drop from and add to the set."""
+
+    drop: tuple[str, ...] = ()
+    add: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Namespaces:
+    """Per-service isolation: the ``namespaces:`` key."""
+
+    private_tmp: bool = False
+    read_only_paths: tuple[str, ...] = ()
+    hidden_paths: tuple[str, ...] = ()
+    network: Literal["host", "none"] = "host"
+    pid: Literal["host", "private"] = "host"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One service, every default filled in.
+
+    ``command`` is the exact argv: a list as given, a string shlex-split, and
+    with ``shell`` ``("/bin/sh", "-c", string)``; ``source_command`` is the
+    command as written, after ``${}`` expansion. ``env`` is the ``env:`` key
+    alone, ``environment`` the one to run with: tinit's own (unless
+    ``clear_env``), then each ``env_file``, then ``env``. Relative paths in the
+    file are made absolute from the config file's directory. ``stdin`` None
+    means /dev/null; ``depends_on`` maps each dependency to its condition.
+    """
+
+    name: str
+    command: tuple[str, ...]
+    source_command: str | tuple[str, ...]
+    shell: bool
+    workdir: str | None
+    user: str | None
+    group: str | None
+    umask: int | None
+    env: Mapping[str, str]
+    env_file: tuple[str, ...]
+    clear_env: bool
+    environment: Mapping[str, str]
+    stdin: str | None
+    output: str
+    oneshot: bool
+    restart: Restart
+    success_exit_codes: frozenset[int]
+    backoff: Backoff
+    max_restarts: int | None
+    critical: bool
+    depends_on: Mapping[str, Condition]
+    ready: Probe | None
+    health: Probe | None
+    stop_signal: int
+    stop_timeout: float
+    limits: Limits
+    oom_group: bool
+    capabilities: Capabilities
+    no_new_privs: bool
+    namespaces: Namespaces
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The ``settings:`` section."""
+
+    shutdown_timeout: float = 9.0
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    output: str = "prefix"
+    cgroups: Literal["auto", "required", "off"] = "auto"
+    control_socket: str | None = "/run/tinit/control.sock"
+    health_listen: tuple[str, int] | None = None
+    forward_signals: tuple[int, ...] = DEFAULT_FORWARD
+    exit_code_remap: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
+    isolate: bool | Literal["net"] = False
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A valid config file. ``path`` and ``warnings`` take no part in equality."""
+
+    path: str = field(compare=False)
+    version: int
+    settings: Settings
+    services: Mapping[str, Service]
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
+
+    def start_order(self) -> list[list[str]]:
+        """Services in levels: each level depends only on the levels before it."""
+        levels: dict[str, int] = {}
+
+        def level(name: str, visiting: frozenset[str]) -> int:
+            if name not in levels:
+                deps = [d for d in self.services[name].depends_on if d not in visiting]
+                levels[name] = 1 + max((level(d, visiting | {name}) for d in deps), default=-1)
+            return levels[name]
+
+        for name in self.services:
+            level(name, frozenset())
+        order: list[list[str]] = [[] for _ in range(max(levels.values(), default=-1) + 1)]
+        for name in self.services:
+            order[levels[name]].append(name)
+        return order
