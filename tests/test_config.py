@@ -15,7 +15,8 @@ import yaml
 from tinit.config import (
     Backoff,
     Config,
-    Probe,
+    ExecProbe,
+    TcpProbe,
     load_config,
     parse_config,
     parse_duration,
@@ -513,8 +514,12 @@ def test_probe_defaults() -> None:
     app = service("command: sleep 1\nready: {tcp: 8000}\nhealth: {exec: true --now}").services[
         "app"
     ]
-    assert app.ready == Probe("tcp", ("127.0.0.1", 8000), None, None, None, 0.5, 2.0, 60.0, 1)
-    assert app.health == Probe("exec", None, None, ("true", "--now"), None, 10.0, 2.0, None, 3)
+    assert app.ready == TcpProbe(
+        address=("127.0.0.1", 8000), interval=0.5, timeout=2.0, start_timeout=60.0, failures=1
+    )
+    assert app.health == ExecProbe(
+        argv=("true", "--now"), interval=10.0, timeout=2.0, start_timeout=None, failures=3
+    )
 
 
 def test_probe_addresses() -> None:
@@ -525,7 +530,7 @@ def test_probe_addresses() -> None:
         "  b: {command: sleep 1, ready: {tcp: '[::1]:81'}}\n"
     )
     assert config.settings.health_listen == ("0.0.0.0", 8089)
-    assert [s.ready.tcp for s in config.services.values() if s.ready] == [
+    assert [s.ready.address for s in config.services.values() if isinstance(s.ready, TcpProbe)] == [
         ("localhost", 80),
         ("::1", 81),
     ]

@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, assert_never
 from urllib.parse import urlsplit
 
 import trio
 
 from . import procs, spawn
+from .config import ExecProbe, HttpProbe, NotifyFdProbe, TcpProbe
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -167,13 +168,14 @@ class NotifyPipe:
 
 async def check(probe: Probe, env: Mapping[str, str], reaper: Reaper) -> bool:
     """One attempt of a tcp, http or exec probe."""
-    if probe.kind == "tcp":
-        assert probe.tcp is not None
-        return await check_tcp(probe.tcp[0], probe.tcp[1], probe.timeout)
-    if probe.kind == "http":
-        assert probe.http is not None
-        return await check_http(probe.http, probe.timeout)
-    if probe.kind == "exec":
-        assert probe.exec is not None
-        return await check_exec(probe.exec, env, probe.timeout, reaper)
-    raise ValueError(f"a {probe.kind} probe is not polled")
+    match probe:
+        case TcpProbe(address=(host, port)):
+            return await check_tcp(host, port, probe.timeout)
+        case HttpProbe(url=url):
+            return await check_http(url, probe.timeout)
+        case ExecProbe(argv=argv):
+            return await check_exec(argv, env, probe.timeout, reaper)
+        case NotifyFdProbe():
+            raise ValueError("a notify_fd probe is not polled")
+        case _:
+            assert_never(probe)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from . import probes, procs, spawn
-from .config import Namespaces
+from .config import Namespaces, NotifyFdProbe
 from .errors import SpawnError, TinitError
 from .output import Output, Ring
 from .privileges import resolve as resolve_privileges
@@ -250,7 +250,7 @@ class ServiceRunner:
             ring=self.ring,
             color=self._ctx.stdout.isatty,
         )
-        notify = probes.NotifyPipe() if svc.ready and svc.ready.kind == "notify_fd" else None
+        notify = probes.NotifyPipe() if isinstance(svc.ready, NotifyFdProbe) else None
         stdin = procs_fd = -1
         try:
             self.cgroup = self._make_cgroup()
@@ -602,8 +602,8 @@ class ServiceRunner:
                 caps, uid=uid, gid=gid, groups=groups, no_new_privs=svc.no_new_privs
             )
         pass_fds: dict[int, int] = {}
-        if notify is not None and svc.ready is not None and svc.ready.notify_fd is not None:
-            pass_fds[svc.ready.notify_fd] = notify.write_fd
+        if notify is not None and isinstance(svc.ready, NotifyFdProbe):
+            pass_fds[svc.ready.fd] = notify.write_fd
         return spawn.ChildSpec(
             argv=svc.command,
             env=env,

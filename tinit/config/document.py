@@ -7,9 +7,10 @@ spelling, so that loading it again gives an equal Config.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, assert_never, cast
 
 from tinit.config._units import format_address, format_duration, format_signal, format_size
+from tinit.config.model import ExecProbe, HttpProbe, NotifyFdProbe, TcpProbe
 
 if TYPE_CHECKING:
     from tinit.config.model import Config, Probe, Service, Settings
@@ -98,14 +99,9 @@ def _service_document(s: Service) -> dict[str, Any]:
 def _probe_document(probe: Probe | None, *, health: bool) -> dict[str, Any] | None:
     if probe is None:
         return None
-    check = {
-        "tcp": probe.tcp and format_address(probe.tcp),
-        "http": probe.http,
-        "exec": probe.exec and list(probe.exec),
-        "notify_fd": probe.notify_fd,
-    }
+    kind, check = _probe_check(probe)
     document = {
-        probe.kind: check[probe.kind],
+        kind: check,
         "interval": format_duration(probe.interval),
         "timeout": format_duration(probe.timeout),
     }
@@ -115,6 +111,21 @@ def _probe_document(probe: Probe | None, *, health: bool) -> dict[str, Any] | No
         start = probe.start_timeout
         document["start_timeout"] = None if start is None else format_duration(start)
     return document
+
+
+def _probe_check(probe: Probe) -> tuple[str, object]:
+    """The key a probe's kind is written under, and its value."""
+    match probe:
+        case TcpProbe(address=address):
+            return "tcp", format_address(address)
+        case HttpProbe(url=url):
+            return "http", url
+        case ExecProbe(argv=argv):
+            return "exec", list(argv)
+        case NotifyFdProbe(fd=fd):
+            return "notify_fd", fd
+        case _:
+            assert_never(probe)
 
 
 def _escape(value: object) -> object:

@@ -19,7 +19,7 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, TypedDict, TypeVar, assert_never
 
 from tinit.config._units import (
     did_you_mean,
@@ -49,12 +49,16 @@ from tinit.config.model import (
     Capabilities,
     Condition,
     Config,
+    ExecProbe,
+    HttpProbe,
     Limits,
     Namespaces,
+    NotifyFdProbe,
     Probe,
     ProbeKind,
     Service,
     Settings,
+    TcpProbe,
 )
 from tinit.errors import ConfigError, Problem
 
@@ -168,6 +172,15 @@ class _Run:
 
     environment: Mapping[str, str]
     workdir: str | None
+
+
+class _Schedule(TypedDict):
+    """The fields of ``ProbeSchedule``, read before the probe's kind is built."""
+
+    interval: float
+    timeout: float
+    start_timeout: float | None
+    failures: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,16 +377,22 @@ class _Loader:
         """tcp and http probes run in tinit's network: none of them reaches `network: none`."""
         if service.namespaces.network != "none":
             return
-        for key in ("ready", "health"):
-            probe = getattr(service, key)
-            if probe is not None and probe.kind in ("tcp", "http"):
-                article = "an" if probe.kind == "http" else "a"
-                why = (
-                    f"{article} {probe.kind} probe connects from tinit's network, which can't"
-                    " reach a service with namespaces.network: none"
-                )
-                fix = "use an exec or notify_fd probe, or drop network: none"
-                self.reader.report(f.node(key), f"{f.path}.{key}", f"{why}; {fix}")
+        for key, probe in (("ready", service.ready), ("health", service.health)):
+            match probe:
+                case TcpProbe():
+                    what = "a tcp"
+                case HttpProbe():
+                    what = "an http"
+                case ExecProbe() | NotifyFdProbe() | None:
+                    continue
+                case _:
+                    assert_never(probe)
+            why = (
+                f"{what} probe connects from tinit's network, which can't"
+                " reach a service with namespaces.network: none"
+            )
+            fix = "use an exec or notify_fd probe, or drop network: none"
+            self.reader.report(f.node(key), f"{f.path}.{key}", f"{why}; {fix}")
 
     def _check_oneshot(self, service: Service, f: Fields) -> Service:
         if not service.oneshot:
@@ -531,15 +550,28 @@ class _Loader:
             message = f"has both {kinds[0]} and {extra}; a probe checks one thing, so keep one"
             r.report(f.key_node(extra), path, message)
         self._check_probe_keys(f, kinds[0], health)
-        kind = kinds[0]
-        return Probe(
-            kind=kind,
-            tcp=f.get("tcp", self._probe_address, None) if kind == "tcp" else None,
-            http=f.get("http", self._http, None) if kind == "http" else None,
-            exec=f.get("exec", lambda n, p: self._exec(n, p, run), None)
-            if kind == "exec"
-            else None,
-            notify_fd=f.get("notify_fd", self._notify_fd, None) if kind == "notify_fd" else None,
+        # What the probe checks is read before its schedule (arguments are evaluated
+        # in order), so that problems at one place keep their order. An invalid value
+        # is an error, so its placeholder never leaves the loader.
+        match kinds[0]:
+            case "tcp":
+                address = f.get("tcp", self._probe_address, ("", 0))
+                return TcpProbe(address=address, **self._schedule(f, health))
+            case "http":
+                return HttpProbe(url=f.get("http", self._http, ""), **self._schedule(f, health))
+            case "exec":
+                no_argv: tuple[str, ...] = ()
+                argv = f.get("exec", lambda n, p: self._exec(n, p, run), no_argv)
+                return ExecProbe(argv=argv, **self._schedule(f, health))
+            case "notify_fd":
+                fd = f.get("notify_fd", self._notify_fd, -1)
+                return NotifyFdProbe(fd=fd, **self._schedule(f, health))
+            case unknown:
+                assert_never(unknown)
+
+    def _schedule(self, f: Fields, health: bool) -> _Schedule:
+        r = self.reader
+        return _Schedule(
             interval=f.get("interval", self._duration(positive=True), 10.0 if health else 0.5),
             timeout=f.get("timeout", self._duration(positive=True), 2.0),
             start_timeout=None

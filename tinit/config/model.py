@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -38,19 +38,50 @@ PIDS: Final[tuple[Literal["host", "private"], ...]] = ("host", "private")
 DEFAULT_FORWARD: Final = (int(signal.SIGUSR1), int(signal.SIGUSR2), int(signal.SIGWINCH))
 
 
-@dataclass(frozen=True, slots=True)
-class Probe:
-    """A ready or health check: exactly one of tcp, http, exec, notify_fd is set."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeSchedule:
+    """What every probe has, whatever it checks: when it runs, and when it gives up.
 
-    kind: ProbeKind
-    tcp: tuple[str, int] | None
-    http: str | None
-    exec: tuple[str, ...] | None
-    notify_fd: int | None
+    ``start_timeout`` is for a ready probe (None: wait forever), ``failures``
+    for a health check (1 for a ready probe, which is done at its first success).
+    """
+
     interval: float
     timeout: float
     start_timeout: float | None
     failures: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TcpProbe(ProbeSchedule):
+    """Ready or healthy when a TCP connection to ``address`` (host, port) opens."""
+
+    address: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpProbe(ProbeSchedule):
+    """Ready or healthy when a GET of the http:// ``url`` answers 2xx or 3xx."""
+
+    url: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecProbe(ProbeSchedule):
+    """Ready or healthy when ``argv`` exits 0."""
+
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifyFdProbe(ProbeSchedule):
+    """Ready when the service writes a newline to its file descriptor ``fd``; never polled."""
+
+    fd: int
+
+
+#: A ready or health check: one type per kind, for ``match`` with ``assert_never``.
+Probe: TypeAlias = TcpProbe | HttpProbe | ExecProbe | NotifyFdProbe
 
 
 @dataclass(frozen=True, slots=True)

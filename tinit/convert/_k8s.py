@@ -26,10 +26,10 @@ import pwd
 import re
 import signal
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, assert_never
 from urllib.parse import urlsplit
 
-from tinit.config import Backoff, Settings
+from tinit.config import Backoff, ExecProbe, HttpProbe, NotifyFdProbe, Settings, TcpProbe
 from tinit.config._units import format_address, format_duration, format_signal, parse_env_file
 
 if TYPE_CHECKING:
@@ -397,14 +397,16 @@ class _Pod:
             target, label = self.services[dep], self.names[dep]
             ready = target.ready
             gated = (
-                ready is not None and ready.kind != "notify_fd" and ready.start_timeout is not None
+                ready is not None
+                and not isinstance(ready, NotifyFdProbe)
+                and ready.start_timeout is not None
             )
             if target.oneshot and condition != "completed":
                 notes.add(
                     f"depends_on.{dep}",
                     f"{condition}: {label} is an init container, run to completion first",
                 )
-            elif condition == "ready" and ready is not None and ready.kind == "notify_fd":
+            elif condition == "ready" and isinstance(ready, NotifyFdProbe):
                 notes.add(
                     f"depends_on.{dep}",
                     f"ready: Kubernetes can't see {label}'s notify_fd, so this one starts "
@@ -530,25 +532,27 @@ def _resources(service: Service, notes: _Notes) -> dict[str, object]:
 
 def _handler(probe: Probe, key: str, notes: _Notes) -> dict[str, object] | None:
     """The part of a Kubernetes probe that says what to check, or None if it can't."""
-    if probe.kind == "tcp" and probe.tcp is not None:
-        host, port = probe.tcp
-        return {"tcpSocket": _target(host, port, f"{key}.tcp", format_address(probe.tcp), notes)}
-    if probe.kind == "http" and probe.http is not None:
-        url = urlsplit(probe.http)
-        path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        target = _target(
-            url.hostname or "127.0.0.1", url.port or 80, f"{key}.http", url.geturl(), notes
-        )
-        if url.username is not None:
-            notes.add(f"{key}.http", "the credentials in the URL are not sent")
-        return {"httpGet": {"path": path, **target}}
-    if probe.kind == "exec" and probe.exec is not None:
-        return {"exec": {"command": [escape(arg) for arg in probe.exec]}}
-    notes.add(
-        f"{key}.notify_fd",
-        f"{probe.notify_fd}: no equivalent; Kubernetes only probes from outside the process",
-    )
-    return None
+    match probe:
+        case TcpProbe(address=(host, port)):
+            written = format_address(probe.address)
+            return {"tcpSocket": _target(host, port, f"{key}.tcp", written, notes)}
+        case HttpProbe(url=written):
+            url = urlsplit(written)
+            path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+            target = _target(
+                url.hostname or "127.0.0.1", url.port or 80, f"{key}.http", url.geturl(), notes
+            )
+            if url.username is not None:
+                notes.add(f"{key}.http", "the credentials in the URL are not sent")
+            return {"httpGet": {"path": path, **target}}
+        case ExecProbe(argv=argv):
+            return {"exec": {"command": [escape(arg) for arg in argv]}}
+        case NotifyFdProbe(fd=fd):
+            why = "no equivalent; Kubernetes only probes from outside the process"
+            notes.add(f"{key}.notify_fd", f"{fd}: {why}")
+            return None
+        case _:
+            assert_never(probe)
 
 
 def _target(host: str, port: int, key: str, written: str, notes: _Notes) -> dict[str, object]:
