@@ -561,8 +561,8 @@ def test_depends_on_list_means_started() -> None:
     assert dict(config.services["web"].depends_on) == {"db": "started", "cache": "started"}
 
 
-def test_start_order_is_topological_levels() -> None:
-    """start_order lists services in levels, dependencies first, file order within a level."""
+def test_depends_on_forms_make_one_graph() -> None:
+    """The list and mapping forms of depends_on, mixed in one file, give each service its edges."""
     config = load(
         "version: 1\nsettings: {shutdown_timeout: 1m}\nservices:\n"
         "  web: {command: sleep 1, depends_on: [api, static]}\n"
@@ -571,7 +571,13 @@ def test_start_order_is_topological_levels() -> None:
         "  static: {command: sleep 1}\n"
         "  db: {command: sleep 1, ready: {tcp: 5432}}\n"
     )
-    assert config.start_order() == [["static", "db"], ["migrate"], ["api"], ["web"]]
+    assert {name: dict(s.depends_on) for name, s in config.services.items()} == {
+        "web": {"api": "started", "static": "started"},
+        "api": {"db": "ready", "migrate": "completed"},
+        "migrate": {"db": "started"},
+        "static": {},
+        "db": {},
+    }
 
 
 def test_shutdown_budget_warning_names_the_longest_chain() -> None:

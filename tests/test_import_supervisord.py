@@ -521,8 +521,12 @@ def test_priority_tiers_become_dependencies(tmp_path: Path) -> None:
         """,
     )
     config = check(document, tmp_path)
-    assert config.start_order() == [["db"], ["api"], ["web", "cron"]]
-    assert dict(config.services["cron"].depends_on) == {"api": "started"}
+    assert {name: dict(s.depends_on) for name, s in config.services.items()} == {
+        "db": {},
+        "api": {"db": "started"},
+        "web": {"api": "started"},
+        "cron": {"api": "started"},
+    }
     assert sum("priority" in note for note in notes) == 3
 
 

@@ -192,20 +192,3 @@ class Config:
     settings: Settings
     services: Mapping[str, Service]
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
-
-    def start_order(self) -> list[list[str]]:
-        """Services in levels: each level depends only on the levels before it."""
-        levels: dict[str, int] = {}
-
-        def level(name: str, visiting: frozenset[str]) -> int:
-            if name not in levels:
-                deps = [d for d in self.services[name].depends_on if d not in visiting]
-                levels[name] = 1 + max((level(d, visiting | {name}) for d in deps), default=-1)
-            return levels[name]
-
-        for name in self.services:
-            level(name, frozenset())
-        order: list[list[str]] = [[] for _ in range(max(levels.values(), default=-1) + 1)]
-        for name in self.services:
-            order[levels[name]].append(name)
-        return order
