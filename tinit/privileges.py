@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Final
 
 import prctl
 
-from .config._units import did_you_mean
+from .config._units import CAPABILITY_NAMES, did_you_mean
 from .errors import stage
 
 if TYPE_CHECKING:
@@ -63,16 +63,7 @@ if TYPE_CHECKING:
 
     from .config import Capabilities
 
-# Capability numbers are kernel ABI: the index in this tuple is the number.
-NAMES: Final = (
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
-    "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
-    "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO",
-    "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
-    "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
-    "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
-)  # fmt: skip
+NAMES: Final = CAPABILITY_NAMES
 _NUMBERS: Final = {name: number for number, name in enumerate(NAMES)}
 
 PR_CAP_AMBIENT: Final = 47

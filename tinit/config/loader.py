@@ -19,6 +19,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Literal, assert_never
 
+from tinit import signals
 from tinit.config._graph import Draft, check_cycles, check_dependencies, check_shutdown_budget
 from tinit.config._scalars import Run
 from tinit.config._sections import DEFAULT_BACKOFF, SectionReader
@@ -57,19 +58,6 @@ SERVICE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: cgroup v2 interface files are CONTROLLER.KEY: a service cgroup can't share such a name
 _CGROUP_FILE_PREFIXES: Final = frozenset(
     {"cgroup", "cpu", "cpuset", "io", "memory", "pids", "hugetlb", "rdma", "misc", "irq"}
-)
-# Signals tinit acts on itself (shut down, reload, reap), or that no process can catch.
-UNFORWARDABLE: Final = frozenset(
-    {
-        signal.SIGTERM,
-        signal.SIGINT,
-        signal.SIGQUIT,
-        signal.SIGHUP,
-        signal.SIGCHLD,
-        signal.SIGKILL,
-        signal.SIGSTOP,
-        signal.SIGRTMIN + 3,
-    }
 )
 
 
@@ -216,7 +204,7 @@ class _Loader(SectionReader):
             name = format_signal(number)
             if number in (signal.SIGKILL, signal.SIGSTOP):
                 r.report(item, item_path, f"{name} can't be caught, so it can't be forwarded")
-            elif number in UNFORWARDABLE:
+            elif number in signals.OWN:
                 r.report(item, item_path, f"{name} can't be forwarded: tinit acts on it itself")
             elif number in numbers:
                 r.report(item, item_path, f"{name} is listed twice", warning=True)
