@@ -9,8 +9,13 @@ names, ports, the Deployment's selector).
 from __future__ import annotations
 
 import argparse
+import functools
+import http.server
 import pwd
 import re
+import socket
+import subprocess
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,24 +23,29 @@ from typing import Any
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
+import trio
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.nsrun import ROOT
-from tinit.config import Config, load_config, parse_config
-from tinit.convert import _k8s
+from tinit.config import Config, HttpProbe, TcpProbe, load_config, parse_config
+from tinit.convert import _k8s, _k8s_ports
 from tinit.convert import kubernetes as export
 from tinit.convert._k8s import (
     FOREVER,
     KINDS,
+    Kind,
+    Target,
     container_names,
     cpu_quantity,
     escape,
     memory_quantity,
 )
+from tinit.convert._k8s_ports import Port
 from tinit.convert.kubernetes import export_kubernetes, plain, to_yaml
 from tinit.errors import ConfigError, UsageError
+from tinit.probes import check_http, check_tcp
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted(
     (ROOT / "tests" / "configs" / "valid").glob("*.yaml")
@@ -44,6 +54,7 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted(
 VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
 ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root"}
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+IANA_SVC_NAME = re.compile(r"(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*")
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 
@@ -60,7 +71,7 @@ def export_objects(
     text, _ = export_kubernetes(
         config, name="app", image="registry.example/app:1", kind=kind, **kwargs
     )
-    return text, yaml.safe_load(text)
+    return text, next(yaml.safe_load_all(text))
 
 
 def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +145,26 @@ def check_api_rules(obj: dict[str, Any]) -> None:
             for handler in ("httpGet", "tcpSocket"):
                 if handler in probe:
                     assert 1 <= probe[handler]["port"] <= 65535
+    ports = [p for c in containers(obj).values() for p in c.get("ports", [])]
+    for key in ("name", "containerPort"):  # a pod's ports are distinct, and named once
+        assert len({p[key] for p in ports}) == len(ports)
+    for port in ports:
+        assert IANA_SVC_NAME.fullmatch(port["name"]) and len(port["name"]) <= 15
+        assert 1 <= port["containerPort"] <= 65535
+
+
+def check_service(service: dict[str, Any], workload: dict[str, Any]) -> None:
+    """A Service selects the workload's pods and targets its named container ports."""
+    assert service["kind"] == "Service"
+    assert service["metadata"]["name"] == workload["metadata"]["name"]
+    template = workload if workload["kind"] == "Pod" else workload["spec"]["template"]
+    labels = template["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    named = {p["name"] for c in containers(workload).values() for p in c.get("ports", [])}
+    ports = service["spec"]["ports"]
+    assert ports and {p["targetPort"] for p in ports} <= named
+    assert len({p["name"] for p in ports}) == len(ports)
+    assert all(DNS_LABEL.fullmatch(p["name"]) for p in ports)
 
 
 # -- every config
@@ -141,15 +172,19 @@ def check_api_rules(obj: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_every_config_exports_objects_kubernetes_accepts(path: Path, kind: str) -> None:
-    """Each shipped and valid test config gives an object the strict schemas accept."""
+def test_every_config_exports_objects_kubernetes_accepts(path: Path, kind: Kind) -> None:
+    """Each shipped and valid test config gives objects the strict schemas accept."""
     config = load_config(str(path), offline=True)
     text, notes = export_kubernetes(config, name="app", image="registry.example/app:1", kind=kind)
-    obj = yaml.safe_load(text)
-    for version in VERSIONS:
-        kubernetes_validate.validate(obj, desired_version=version, strict=True)
+    obj, *rest = yaml.safe_load_all(text)
+    for document in (obj, *rest):
+        for version in VERSIONS:
+            kubernetes_validate.validate(document, desired_version=version, strict=True)
     check_api_rules(obj)
     assert len(containers(obj)) == len(config.services)
+    if rest:
+        (service,) = rest
+        check_service(service, obj)
     # every note is a comment too, with its key relative to its service
     prefixes = tuple(f"services.{name}." for name in config.services)
     relative = [next((n.removeprefix(p) for p in prefixes if n.startswith(p)), n) for n in notes]
@@ -160,8 +195,9 @@ def test_every_config_exports_objects_kubernetes_accepts(path: Path, kind: str) 
 def test_the_yaml_reads_back_as_the_objects_built(path: Path) -> None:
     """The hand-written YAML parses back to exactly the tree the mapping built."""
     config = load_config(str(path), offline=True)
-    document, _ = _k8s.build(config, name="app", image="img", kind="deployment", resolve_ids=False)
-    assert yaml.safe_load(to_yaml(document, ["a comment"])) == plain(document)
+    documents, _ = _k8s.build(config, name="app", target=_k8s.Target("img"))
+    for document in documents:
+        assert yaml.safe_load(to_yaml(document, ["a comment"])) == plain(document)
 
 
 # -- what maps to what
@@ -243,7 +279,8 @@ def test_probes_map_with_their_timing(app: tuple[str, dict[str, Any]]) -> None:
     assert db["startupProbe"] == {**exec_, "failureThreshold": 15}  # 30s / 2s
     assert db["readinessProbe"] == exec_
     assert db["livenessProbe"] == {
-        "tcpSocket": {"port": 5432},  # loopback dropped: the kubelet probes the pod's IP
+        # loopback: the kubelet probes the pod's IP, so the check runs inside the container
+        "exec": {"command": ["python3", "-c", _k8s._PY_TCP, "127.0.0.1", "5432"]},
         "periodSeconds": 5,
         "timeoutSeconds": 2,
         "failureThreshold": 4,
@@ -252,12 +289,12 @@ def test_probes_map_with_their_timing(app: tuple[str, dict[str, Any]]) -> None:
     assert cache["startupProbe"]["failureThreshold"] == 60  # 60s at 500ms, rounded up to 1s
     assert "startupProbe" not in web  # start_timeout: null, and nothing waits for web
     assert web["readinessProbe"] == {
-        "httpGet": {"path": "/ready?full=1", "port": 8000},
+        "exec": {"command": ["python3", "-c", _k8s._PY_HTTP, "localhost", "8000", "/ready?full=1"]},
         "periodSeconds": 3,
         "timeoutSeconds": 2,
     }
     assert web["livenessProbe"] == {
-        "httpGet": {"path": "/health", "port": 8000},
+        "exec": {"command": ["python3", "-c", _k8s._PY_HTTP, "127.0.0.1", "8000", "/health"]},
         "periodSeconds": 10,
         "timeoutSeconds": 3,
         "failureThreshold": 2,
@@ -293,6 +330,120 @@ def test_kubernetes_expands_commands_back_to_tinits(app: tuple[str, dict[str, An
     env = {e["name"]: k8s_expand(e["value"], {}) for e in web["env"]}
     assert k8s_expand(web["command"][2], env) == "echo $(not a var) $$ done"
     assert env["A"] == "$(PORT)"
+
+
+def test_probes_on_every_address_stay_the_kubelets(tmp_path: Path) -> None:
+    """A probe on 0.0.0.0 or :: says the service listens on the pod's address: no exec."""
+    config = load(
+        tmp_path,
+        """
+version: 1
+services:
+  a:
+    command: [sleep, infinity]
+    ready: {tcp: "0.0.0.0:6379"}
+    health: {http: "http://[::]:8000/live?x=1"}
+""",
+    )
+    text, obj = export_objects(config)
+    a = containers(obj)["a"]
+    assert a["readinessProbe"]["tcpSocket"] == {"port": 6379}
+    assert a["livenessProbe"]["httpGet"] == {"path": "/live?x=1", "port": 8000}
+    assert "tinit: ready.tcp" not in text and "tinit: health.http" not in text
+
+
+def run_probe(command: list[str]) -> bool:
+    """An exec probe's command run as the kubelet would: after $(VAR) expansion, bounded."""
+    argv = [k8s_expand(arg, {}) for arg in command]
+    return subprocess.run(argv, capture_output=True, timeout=30, check=False).returncode == 0
+
+
+def test_loopback_probes_inside_the_container_agree_with_tinits(tmp_path: Path) -> None:
+    """The exec probes that replace loopback ones succeed and fail where tinit's do."""
+    (tmp_path / "dir").mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler_class: Any = handler
+    with (
+        http.server.HTTPServer(("127.0.0.1", 0), handler_class) as server,
+        socket.socket() as closed,
+    ):
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: refuses connections
+        up, down = server.server_address[1], closed.getsockname()[1]
+        serving = threading.Thread(target=server.serve_forever, daemon=True)
+        serving.start()
+        verdicts = []
+        try:
+            cases = [("tcp", f"127.0.0.1:{up}"), ("tcp", f"localhost:{down}")] + [
+                ("http", f"http://127.0.0.1:{up}{path}") for path in ("/", "/dir", "/missing")
+            ]
+            for kind, where in cases:
+                config = load(
+                    tmp_path,
+                    f"version: 1\nservices:\n  a: {{command: [a], ready: {{{kind}: '{where}'}}}}\n",
+                )
+                probe = config.services["a"].ready
+                assert probe is not None
+                if isinstance(probe, TcpProbe):
+                    tinit = trio.run(check_tcp, *probe.address, 5.0)
+                else:
+                    assert isinstance(probe, HttpProbe)
+                    tinit = trio.run(check_http, probe.url, 5.0)
+                _, obj = export_objects(config)
+                command = containers(obj)["a"]["readinessProbe"]["exec"]["command"]
+                assert command[:2] == ["python3", "-c"]
+                assert run_probe(command) is tinit, where
+                verdicts.append(tinit)
+        finally:
+            server.shutdown()
+            serving.join(timeout=10)
+    # 200 and 301 (a directory without its slash) pass; a refused port and 404 fail
+    assert verdicts == [True, False, True, True, False]
+
+
+def test_probed_ports_are_container_ports_behind_a_service(tmp_path: Path) -> None:
+    """Ports probed on loopback or every address are named containerPorts and a Service's."""
+    config = load(tmp_path, APP, {"web.env": WEB_ENV})
+    text, _ = export_kubernetes(config, name="app", image="img", kind="deployment")
+    obj, service = yaml.safe_load_all(text)
+    db, cache, web = (containers(obj)[n] for n in ("db-main", "cache", "web"))
+    assert db["ports"] == [{"name": "db-main", "containerPort": 5432}]
+    assert "ports" not in cache  # its probe checks another host
+    assert web["ports"] == [{"name": "web", "containerPort": 8000}]  # ready and health: one
+    assert service["spec"] == {
+        "selector": {"app.kubernetes.io/name": "app"},
+        "ports": [
+            {"name": "db-main", "port": 5432, "targetPort": "db-main"},
+            {"name": "web", "port": 8000, "targetPort": "web"},
+        ],
+    }
+    assert "service.ports: db-main 5432, web 8000: probed on loopback only" in (
+        " ".join(comment_notes(text))
+    )
+    target = Target("img", service=False)
+    text, _ = export_kubernetes(config, name="app", target=target)
+    (obj,) = yaml.safe_load_all(text)
+    assert containers(obj)["web"]["ports"] == [{"name": "web", "containerPort": 8000}]
+
+
+def test_port_names_are_short_distinct_and_valid() -> None:
+    """A port takes its container's name if it can, else name-port, else port-N."""
+    labels = {"a": "web", "b": "a-very-long-container-name", "c": "123", "d": "x--y"}
+    probed = [
+        ("a", "127.0.0.1", 80),
+        ("a", "0.0.0.0", 80),  # the same port: once, and reachable from outside
+        ("a", "::1", 81),
+        ("b", "localhost", 8080),
+        ("c", "0.0.0.0", 9000),
+        ("d", "10.1.1.1", 7000),  # another host: not a port of this pod
+        ("d", "::", 7001),
+    ]
+    assert _k8s_ports.name_ports(probed, labels) == [
+        Port("a", "web", 80, loopback=False),
+        Port("a", "web-81", 81, loopback=True),
+        Port("b", "a-very-long-con", 8080, loopback=True),
+        Port("c", "port-9000", 9000, loopback=False),
+        Port("d", "x-y", 7001, loopback=False),
+    ]
 
 
 def test_notes_sit_above_the_container_they_concern(app: tuple[str, dict[str, Any]]) -> None:
@@ -660,3 +811,42 @@ def test_run_refuses_a_bad_name_and_a_bad_config(tmp_path: Path) -> None:
         export.run(parse(["kubernetes", str(path)]))
     with pytest.raises(SystemExit):
         parse(["yaml", str(path)])
+
+
+# -- the worked example of docs/kubernetes.md
+
+
+def test_the_worked_example_is_the_real_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every line the doc shows (all but the trimmed ones) is in the output, in order."""
+    monkeypatch.chdir(ROOT)
+    config = load_config("configs/webapp-redis.yaml", offline=True)
+    text, notes = export_kubernetes(
+        config, name="webapp-redis", image="registry.example/shop:1.4", kind="deployment"
+    )
+    doc = (ROOT / "docs" / "kubernetes.md").read_text()
+    example = doc.split("## A worked example", 1)[1]
+    shown = example.split("```yaml\n", 1)[1].split("```", 1)[0].splitlines()
+    lines = iter(text.splitlines())
+    for line in shown:
+        if "..." not in line:
+            assert line in lines, line  # consumes the output up to the line
+    assert f"tinit: {len(notes)} notes on what doesn't map exactly" in example
+
+
+def test_the_worked_example_probes_work_in_a_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis listens on loopback only: its startupProbe, which holds web and worker back,
+    must check from inside its container; so do web's, on loopback too."""
+    monkeypatch.chdir(ROOT)
+    config = load_config("configs/webapp-redis.yaml", offline=True)
+    assert "127.0.0.1" in config.services["redis"].command  # --bind 127.0.0.1
+    text, _ = export_kubernetes(config, name="webapp-redis", image="img", kind="deployment")
+    obj, service = yaml.safe_load_all(text)
+    redis, web = containers(obj)["redis"], containers(obj)["web"]
+    assert redis["restartPolicy"] == "Always"
+    assert redis["startupProbe"]["exec"]["command"][3:] == ["127.0.0.1", "6379"]
+    for kind in PROBES:
+        assert web[kind]["exec"]["command"][3:] == ["127.0.0.1", "8000", "/"]
+    assert not any(
+        {"tcpSocket", "httpGet"} & c.get(k, {}).keys() for c in (redis, web) for k in PROBES
+    )
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["redis", "web"]

@@ -9,7 +9,8 @@ Kubernetes objects. The modules:
   `ConversionError`, and the services.yaml text with the notes on top;
 - ``supervisord``: supervisord.conf, read by ``_supervisord_ini``;
 - ``kubernetes``: the ``tinit export kubernetes`` command and its YAML
-  writer, over ``_k8s``, the mapping of services to containers.
+  writer, over ``_k8s``, the mapping of services to containers, with
+  ``_k8s_ports`` (ports and the Service).
 
 A new import format is one module whose ``convert(text, *, filename)``
 returns the YAML and the notes, and one line in `IMPORTERS`. Its module is

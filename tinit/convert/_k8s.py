@@ -16,6 +16,9 @@ other long-running services are the app containers, which start together once
 every init container has completed or started. Sidecars also stop after the
 app containers, in reverse order, as tinit stops dependencies after their
 dependents.
+
+Ports come from the probes (_k8s_ports.py); a Service in front of them is a
+second object.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from urllib.parse import urlsplit
 
 from tinit.config import Backoff, ExecProbe, HttpProbe, NotifyFdProbe, Settings, TcpProbe
 from tinit.config._units import format_address, format_duration, format_signal, parse_env_file
+from tinit.convert._k8s_ports import ANY_HOST, is_loopback, name_ports, service_ports
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,9 +49,17 @@ FOREVER: Final = 2**31 - 1
 DEFAULT_MAX_RESTARTS: Final = 10  # config.py's default; notes are for what the user chose
 _NOT_LABEL: Final = re.compile(r"[^a-z0-9-]+")
 _ENV_NAME: Final = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")  # the apiserver's rule before 1.34
-_ANY_HOST: Final = frozenset({"0.0.0.0", "::"})
 _RESTARTS: Final = {"Always": "always", "OnFailure": "on-failure", "Never": "never"}
 _TMP: Final = {"name": "tmp", "mountPath": "/tmp"}
+# Loopback probes run inside the container, with the interpreter tinit needs.
+# Success as tinit's: a connection; an HTTP status from 200 to 399.
+_PY_TCP: Final = (
+    "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2]))).close()"
+)
+_PY_HTTP: Final = (
+    "import http.client, sys; c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2])); "
+    "c.request('GET', sys.argv[3]); sys.exit(not 200 <= c.getresponse().status < 400)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,40 +163,63 @@ class _Notes:
         self.report.append(f"{self.prefix}.{key}: {text}" if self.prefix else f"{key}: {text}")
 
 
-def build(
-    config: Config, *, name: str, image: str, kind: Kind, resolve_ids: bool
-) -> tuple[dict[str, object], list[str]]:
-    """The Pod or Deployment for ``config``'s services, and the notes written into it.
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What the objects are for, besides the config."""
 
-    Reads the services' env files again, to write their variables (and only
-    theirs, not tinit's environment) into the containers. ``resolve_ids``
-    turns user and group names into ids with this machine's databases.
+    image: str
+    kind: Kind = "deployment"
+    resolve_ids: bool = False
+    service: bool = True
+
+
+def build(
+    config: Config, *, name: str, target: Target
+) -> tuple[list[dict[str, object]], list[str]]:
+    """The Pod or Deployment for ``config``'s services, and a Service; the notes written in.
+
+    The Service is there when ``target.service`` and some container has a
+    port. Reads the services' env files again, to write their variables (and
+    only theirs, not tinit's environment) into the containers.
+    ``target.resolve_ids`` turns user and group names into ids with this
+    machine's databases.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    pod = _Pod(config, image=image, kind=kind, resolve_ids=resolve_ids)
+    if target.kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {target.kind!r}")
+    pod = _Pod(config, target)
     spec = pod.spec()
     labels = {LABEL: name}
     metadata = {"name": name, "labels": labels}
-    if kind == "pod":
-        return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}, pod.report
-    deployment = {
-        "replicas": 1,
-        "selector": {"matchLabels": dict(labels)},
-        "template": {"metadata": {"labels": dict(labels)}, "spec": spec},
+    if target.kind == "pod":
+        workload = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+    else:
+        deployment = {
+            "replicas": 1,
+            "selector": {"matchLabels": dict(labels)},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": spec},
+        }
+        document = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata}
+        workload = {**document, "spec": deployment}
+    if not (target.service and pod.ports):
+        return [workload], pod.report
+    service: dict[str, object] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": dict(labels)},
+        "spec": {"selector": dict(labels), "ports": pod.service_ports()},
     }
-    document = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata}
-    return {**document, "spec": deployment}, pod.report
+    return [workload, service], pod.report
 
 
 class _Pod:
     """The pod spec of one config, built once, notes in document order."""
 
-    def __init__(self, config: Config, *, image: str, kind: Kind, resolve_ids: bool) -> None:
+    def __init__(self, config: Config, target: Target) -> None:
         self.config, self.services = config, config.services
-        self.image, self.kind, self.resolve_ids = image, kind, resolve_ids
+        self.image, self.kind, self.resolve_ids = target.image, target.kind, target.resolve_ids
         self.layout = layout(config)
         self.names = container_names(list(self.services))
+        self.ports = name_ports(self._probed(), self.names)
         self.policy = self._restart_policy()
         running = self._running()
         timeouts = [
@@ -195,6 +230,29 @@ class _Pod:
         sharing = [n for n, s in self.services.items() if not s.namespaces.private_tmp]
         self.shared_tmp = frozenset(sharing if len(sharing) > 1 else ())
         self.report: list[str] = []
+
+    def _probed(self) -> list[tuple[str, str, int]]:
+        """(service, host, port) of every tcp and http probe of a long-running service."""
+        probed = []
+        for name, service in self.services.items():
+            for probe in (service.ready, service.health):
+                if not service.oneshot and probe is not None:
+                    address = _probe_address(probe)
+                    if address is not None:
+                        probed.append((name, *address))
+        return probed
+
+    def service_ports(self) -> Commented:
+        """The Service's ports, with a note on those probed on loopback only."""
+        notes = _Notes("", self.report)
+        loopback = [f"{self.names[p.service]} {p.number}" for p in self.ports if p.loopback]
+        if loopback:
+            notes.add(
+                "service.ports",
+                f"{', '.join(loopback)}: probed on loopback only; the Service reaches a port "
+                "only if its service listens on the pod's address too (on 0.0.0.0)",
+            )
+        return Commented(service_ports(self.ports), tuple(notes.lines))
 
     def _running(self) -> list[str]:
         """The services still running when the pod stops: all but the oneshot init containers."""
@@ -296,6 +354,11 @@ class _Pod:
         container["command"] = [escape(arg) for arg in service.command]
         if service.workdir is not None:
             container["workingDir"] = service.workdir
+        ports = [
+            {"name": p.name, "containerPort": p.number} for p in self.ports if p.service == name
+        ]
+        if ports:
+            container["ports"] = ports
         env = _env(service, notes)
         if env:
             container["env"] = env
@@ -534,17 +597,21 @@ def _handler(probe: Probe, key: str, notes: _Notes) -> dict[str, object] | None:
     """The part of a Kubernetes probe that says what to check, or None if it can't."""
     match probe:
         case TcpProbe(address=(host, port)):
-            written = format_address(probe.address)
-            return {"tcpSocket": _target(host, port, f"{key}.tcp", written, notes)}
+            return _tcp_socket(host, port, f"{key}.tcp", format_address(probe.address), notes)
         case HttpProbe(url=written):
             url = urlsplit(written)
             path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-            target = _target(
-                url.hostname or "127.0.0.1", url.port or 80, f"{key}.http", url.geturl(), notes
+            handler = _http_get(
+                url.hostname or "127.0.0.1",
+                url.port or 80,
+                path,
+                f"{key}.http",
+                url.geturl(),
+                notes,
             )
             if url.username is not None:
                 notes.add(f"{key}.http", "the credentials in the URL are not sent")
-            return {"httpGet": {"path": path, **target}}
+            return handler
         case ExecProbe(argv=argv):
             return {"exec": {"command": [escape(arg) for arg in argv]}}
         case NotifyFdProbe(fd=fd):
@@ -555,18 +622,47 @@ def _handler(probe: Probe, key: str, notes: _Notes) -> dict[str, object] | None:
             assert_never(probe)
 
 
-def _target(host: str, port: int, key: str, written: str, notes: _Notes) -> dict[str, object]:
-    """Port and host of a probe. The kubelet probes from the node: loopback is the node's."""
-    if host == "localhost" or host == "::1" or host.startswith("127."):
-        notes.add(
-            key,
-            f"{written}: Kubernetes probes the pod's IP address, not loopback, so the "
-            "service must listen on it too (on 0.0.0.0)",
-        )
-        return {"port": port}
-    if host in _ANY_HOST:
-        return {"port": port}
-    return {"host": host, "port": port}
+def _probe_address(probe: Probe) -> tuple[str, int] | None:
+    """Host and port of a tcp or http probe; None for the others."""
+    match probe:
+        case TcpProbe(address=address):
+            return address
+        case HttpProbe(url=written):
+            url = urlsplit(written)
+            return url.hostname or "127.0.0.1", url.port or 80
+        case _:
+            return None
+
+
+def _tcp_socket(host: str, port: int, key: str, written: str, notes: _Notes) -> dict[str, object]:
+    if is_loopback(host):
+        _inside_note(key, written, "tcpSocket", port, notes)
+        return {"exec": {"command": ["python3", "-c", _PY_TCP, host, str(port)]}}
+    return {"tcpSocket": _target(host, port)}
+
+
+def _http_get(
+    host: str, port: int, path: str, key: str, written: str, notes: _Notes
+) -> dict[str, object]:
+    if is_loopback(host):
+        _inside_note(key, written, "httpGet", port, notes)
+        return {"exec": {"command": ["python3", "-c", _PY_HTTP, host, str(port), escape(path)]}}
+    return {"httpGet": {"path": path, **_target(host, port)}}
+
+
+def _inside_note(key: str, written: str, kind: str, port: int, notes: _Notes) -> None:
+    notes.add(
+        key,
+        f"{written}: the kubelet probes the pod's IP address, not the container's loopback, so "
+        "this probe runs inside the container, with python3 (tinit runs on it, so the image "
+        f"has it). If the service listens on all addresses, probing 0.0.0.0:{port} in the "
+        f"config gives a plain {kind} probe instead",
+    )
+
+
+def _target(host: str, port: int) -> dict[str, object]:
+    """Port and host of a probe that reaches the service from outside the container."""
+    return {"port": port} if host in ANY_HOST else {"host": host, "port": port}
 
 
 def _timing(probe: Probe, key: str, notes: _Notes) -> dict[str, int]:

@@ -1,11 +1,13 @@
 """``tinit export kubernetes CONFIG``: the same services as Kubernetes objects.
 
-The mapping is in _k8s.py. This module is the command and a small YAML
-writer: PyYAML drops comments, and the comments are the point here (every
-``# tinit:`` line is something Kubernetes can't say as tinit did), so the
-text is written by hand, block style, each scalar in a form that YAML 1.1
-and 1.2 parsers read back the same: plain only when unambiguous, literal
-blocks for multi-line commands, else double-quoted.
+The mapping is in _k8s.py; the objects (a Deployment or Pod, and a Service
+when there are ports) are printed as one stream of YAML documents. This
+module is the command and a small YAML writer: PyYAML drops comments, and
+the comments are the point here (every ``# tinit:`` line is something
+Kubernetes can't say as tinit did), so the text is written by hand, block
+style, each scalar in a form that YAML 1.1 and 1.2 parsers read back the
+same: plain only when unambiguous, literal blocks for multi-line commands,
+else double-quoted.
 """
 
 from __future__ import annotations
@@ -18,13 +20,20 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from tinit.convert._k8s import KINDS, Commented, Kind, build, dns_label
+from tinit.convert._k8s import KINDS, Commented, Kind, Target, build, dns_label
 from tinit.errors import UsageError
 
 if TYPE_CHECKING:
     from tinit.config import Config
 
-__all__ = ["DEFAULT_IMAGE", "add_parser", "export_kubernetes", "plain", "run", "to_yaml"]
+__all__ = [
+    "DEFAULT_IMAGE",
+    "add_parser",
+    "export_kubernetes",
+    "plain",
+    "run",
+    "to_yaml",
+]
 
 DEFAULT_IMAGE: Final = "REPLACE-ME:latest"
 WIDTH: Final = 100
@@ -39,7 +48,9 @@ _WORDS: Final = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``export`` to ``tinit``'s subparsers."""
-    text = "print Kubernetes objects (a Deployment or a Pod) for the services of CONFIG"
+    text = (
+        "print Kubernetes objects (a Deployment or a Pod, and a Service) for the services of CONFIG"
+    )
     parser: argparse.ArgumentParser = sub.add_parser("export", help=text, description=text)
     parser.add_argument("format", choices=("kubernetes",), metavar="FORMAT", help="kubernetes")
     parser.add_argument("config", metavar="CONFIG", help="the services file, as for tinit run")
@@ -56,6 +67,12 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         choices=KINDS,
         default="deployment",
         help="a Deployment (default), or a bare Pod, which can also restart on failure or never",
+    )
+    parser.add_argument(
+        "--service",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also print a Service for the ports the probes name (default); --no-service doesn't",
     )
     parser.add_argument(
         "--offline",
@@ -82,9 +99,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, offline=args.offline)
     for warning in config.warnings:
         print(warning, file=sys.stderr)
-    text, notes = export_kubernetes(
-        config, name=name, image=args.image, kind=args.kind, offline=args.offline
-    )
+    target = Target(args.image, args.kind, not args.offline, args.service)
+    text, notes = export_kubernetes(config, name=name, target=target)
     sys.stdout.write(text)
     if notes:
         count = f"{len(notes)} note" + ("s" if len(notes) > 1 else "")
@@ -96,19 +112,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def export_kubernetes(
-    config: Config, *, name: str, image: str, kind: str, offline: bool = True
+    config: Config,
+    *,
+    name: str,
+    image: str = DEFAULT_IMAGE,
+    kind: str = "deployment",
+    offline: bool = True,
+    target: Target | None = None,
 ) -> tuple[str, list[str]]:
-    """The YAML of a Deployment or Pod for ``config``, and the notes written into it.
+    """The YAML of a Deployment or Pod for ``config`` and its Service, and the notes written in.
 
     Each note is ``services.NAME.KEY: why`` (or ``settings.KEY: ...``), one per
     thing Kubernetes can't say as tinit did; the YAML has each as a comment
     above what it concerns. ``offline`` False takes user and group ids from
-    this machine's databases.
+    this machine's databases. ``target``, when given, says all of that and
+    more, and the other keywords are ignored.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    kind_: Kind = "pod" if kind == "pod" else "deployment"
-    document, notes = build(config, name=name, image=image, kind=kind_, resolve_ids=not offline)
+    if target is None:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        kind_: Kind = "pod" if kind == "pod" else "deployment"
+        target = Target(image, kind_, resolve_ids=not offline)
+    documents, notes = build(config, name=name, target=target)
+    image = target.image
     header = [
         f"Kubernetes objects for the services of {config.path} (tinit export kubernetes):",
         "one container per service, all in one pod. Each 'tinit:' comment is something",
@@ -116,7 +142,8 @@ def export_kubernetes(
     ]
     if image == DEFAULT_IMAGE:
         header.append(f"image: {image} stands for the image tinit ran in; set it with --image.")
-    return to_yaml(document, header), notes
+    texts = [to_yaml(documents[0], header), *(to_yaml(d) for d in documents[1:])]
+    return "---\n".join(texts), notes
 
 
 # -- the YAML writer
