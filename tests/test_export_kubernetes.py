@@ -43,15 +43,18 @@ from tinit.convert._k8s import (
     memory_quantity,
 )
 from tinit.convert._k8s_ports import Port
-from tinit.convert.kubernetes import export_kubernetes, plain, to_yaml
+from tinit.convert.kubernetes import export_kubernetes, parse_version, plain, to_yaml
 from tinit.errors import ConfigError, UsageError
 from tinit.probes import check_http, check_tcp
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted(
     (ROOT / "tests" / "configs" / "valid").glob("*.yaml")
 )
-# The oldest version with native sidecars on by default, and the newest the package ships.
-VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
+# The schemas each export is checked against: for the default, a version with
+# native sidecars and the newest the package ships; for --kubernetes-version
+# 1.28, that one and the newest (a field the newest dropped would show).
+LATEST = kubernetes_validate.utils.latest_version()
+SCHEMAS = {None: ("1.30", LATEST), "1.28": ("1.28", LATEST)}
 ENV = {"PATH": "/usr/bin:/bin", "HOME": "/root"}
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 IANA_SVC_NAME = re.compile(r"(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*")
@@ -108,8 +111,12 @@ def comments_above(text: str, container: str) -> str:
     return "\n".join(block)
 
 
-def check_api_rules(obj: dict[str, Any]) -> None:
-    """The apiserver's checks that the JSON schemas don't express."""
+def check_api_rules(obj: dict[str, Any], *, sidecars: bool = True) -> None:
+    """The apiserver's checks that the JSON schemas don't express.
+
+    Without ``sidecars`` (before 1.29, where the schema has the field but the
+    feature is off), no init container may have a restartPolicy.
+    """
     spec = pod_spec(obj)
     if obj["kind"] == "Deployment":
         labels = obj["spec"]["template"]["metadata"]["labels"]
@@ -123,6 +130,7 @@ def check_api_rules(obj: dict[str, Any]) -> None:
     volumes = {v["name"] for v in spec.get("volumes", [])}
     for container in spec.get("initContainers", []):
         assert container.get("restartPolicy", "Always") == "Always"
+        assert sidecars or "restartPolicy" not in container
         if "restartPolicy" not in container:  # a regular init container has no probes
             assert not set(PROBES) & container.keys()
     for container in spec["containers"]:
@@ -170,17 +178,23 @@ def check_service(service: dict[str, Any], workload: dict[str, Any]) -> None:
 # -- every config
 
 
+@pytest.mark.parametrize("version", SCHEMAS)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_every_config_exports_objects_kubernetes_accepts(path: Path, kind: Kind) -> None:
+def test_every_config_exports_objects_kubernetes_accepts(
+    path: Path, kind: Kind, version: str | None
+) -> None:
     """Each shipped and valid test config gives objects the strict schemas accept."""
     config = load_config(str(path), offline=True)
-    text, notes = export_kubernetes(config, name="app", image="registry.example/app:1", kind=kind)
+    target = Target(
+        "registry.example/app:1", kind, version=None if version is None else parse_version(version)
+    )
+    text, notes = export_kubernetes(config, name="app", target=target)
     obj, *rest = yaml.safe_load_all(text)
     for document in (obj, *rest):
-        for version in VERSIONS:
-            kubernetes_validate.validate(document, desired_version=version, strict=True)
-    check_api_rules(obj)
+        for schema in SCHEMAS[version]:
+            kubernetes_validate.validate(document, desired_version=schema, strict=True)
+    check_api_rules(obj, sidecars=version is None)
     assert len(containers(obj)) == len(config.services)
     if rest:
         (service,) = rest
@@ -444,6 +458,56 @@ def test_port_names_are_short_distinct_and_valid() -> None:
         Port("c", "port-9000", 9000, loopback=False),
         Port("d", "x-y", 7001, loopback=False),
     ]
+
+
+SIDECARS = """
+version: 1
+services:
+  setup: {command: "true", oneshot: true}
+  db: {command: [sleep, infinity], ready: {tcp: ":5432"}}
+  migrate: {command: "true", oneshot: true, depends_on: {db: ready, setup: completed}}
+  web: {command: [sleep, infinity], depends_on: {db: ready, migrate: completed}}
+"""
+
+
+@pytest.mark.parametrize("version", ["1.28", "v1.20"])
+def test_before_1_29_dependencies_are_plain_containers(tmp_path: Path, version: str) -> None:
+    """No native sidecars: long-running dependencies, and what waits for them, are containers."""
+    config = load(tmp_path, SIDECARS)
+    target = Target("img", "pod", version=parse_version(version))
+    text, _ = export_kubernetes(config, name="app", target=target)
+    obj = next(yaml.safe_load_all(text))
+    spec = pod_spec(obj)
+    assert [(c["name"], c.get("restartPolicy")) for c in spec["initContainers"]] == [
+        ("setup", None)
+    ]
+    assert [c["name"] for c in spec["containers"]] == ["db", "migrate", "web"]
+    check_api_rules(obj, sidecars=False)
+    kubernetes_validate.validate(obj, desired_version="1.28", strict=True)
+    for name, dep in (("migrate", "db"), ("web", "db"), ("web", "migrate")):
+        assert f"tinit: depends_on.{dep}: " in comments_above(text, name)
+        assert "lost: Kubernetes before 1.29 has no native sidecars" in comments_above(text, name)
+    assert "depends_on.setup" not in comments_above(text, "migrate")  # still an init container
+
+
+@pytest.mark.parametrize("version", [None, "1.29", "1.36"])
+def test_from_1_29_dependencies_are_native_sidecars(tmp_path: Path, version: str | None) -> None:
+    config = load(tmp_path, SIDECARS)
+    target = Target("img", "pod", version=None if version is None else parse_version(version))
+    text, _ = export_kubernetes(config, name="app", target=target)
+    spec = pod_spec(next(yaml.safe_load_all(text)))
+    assert [(c["name"], c.get("restartPolicy")) for c in spec["initContainers"]] == [
+        ("setup", None),
+        ("db", "Always"),
+        ("migrate", None),
+    ]
+    assert "lost" not in text
+
+
+@pytest.mark.parametrize("text", ["1", "1.", "2.0", "1.x", "latest", "1.28.3", " 1.28"])
+def test_a_bad_kubernetes_version_is_refused(text: str) -> None:
+    with pytest.raises(UsageError, match="--kubernetes-version"):
+        parse_version(text)
 
 
 def test_notes_sit_above_the_container_they_concern(app: tuple[str, dict[str, Any]]) -> None:
@@ -811,6 +875,22 @@ def test_run_refuses_a_bad_name_and_a_bad_config(tmp_path: Path) -> None:
         export.run(parse(["kubernetes", str(path)]))
     with pytest.raises(SystemExit):
         parse(["yaml", str(path)])
+
+
+def test_run_takes_a_kubernetes_version_and_no_service(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SIDECARS)
+    assert export.run(parse(["kubernetes", str(path), "--kubernetes-version", "1.28"])) == 0
+    obj, service = yaml.safe_load_all(capsys.readouterr().out)
+    assert [c["name"] for c in pod_spec(obj)["initContainers"]] == ["setup"]
+    assert service["spec"]["ports"] == [{"name": "db", "port": 5432, "targetPort": "db"}]
+    assert export.run(parse(["kubernetes", str(path), "--no-service"])) == 0
+    (obj,) = yaml.safe_load_all(capsys.readouterr().out)
+    assert containers(obj)["db"]["restartPolicy"] == "Always"
+    with pytest.raises(UsageError, match="not a Kubernetes version"):
+        export.run(parse(["kubernetes", str(path), "--kubernetes-version", "28"]))
 
 
 # -- the worked example of docs/kubernetes.md

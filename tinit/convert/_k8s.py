@@ -15,7 +15,9 @@ ready. Init containers go in dependency order, file order among equals; the
 other long-running services are the app containers, which start together once
 every init container has completed or started. Sidecars also stop after the
 app containers, in reverse order, as tinit stops dependencies after their
-dependents.
+dependents. Before 1.29 there are no sidecars: only oneshots that wait for
+nothing but oneshots are init containers, and every other service is an app
+container, its order lost (a note says so).
 
 Ports come from the probes (_k8s_ports.py); a Service in front of them is a
 second object.
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
 Kind = Literal["pod", "deployment"]
 KINDS: Final[tuple[Kind, ...]] = ("deployment", "pod")
 LABEL: Final = "app.kubernetes.io/name"
+# The first Kubernetes with native sidecars (init containers with restartPolicy: Always) on.
+SIDECARS: Final = (1, 29)
 # The largest failureThreshold: a startupProbe for `start_timeout: null` that never gives up.
 FOREVER: Final = 2**31 - 1
 DEFAULT_MAX_RESTARTS: Final = 10  # config.py's default; notes are for what the user chose
@@ -128,12 +132,19 @@ class Layout:
     sidecars: frozenset[str]
 
 
-def layout(config: Config) -> Layout:
-    """The containers of the pod by the start-order rule of this module's docstring."""
+def layout(config: Config, *, sidecars: bool = True) -> Layout:
+    """The containers of the pod by the start-order rule of this module's docstring.
+
+    Without ``sidecars`` (Kubernetes before 1.29), long-running services are
+    all app containers, and so is every oneshot that waits for one.
+    """
     services = config.services
     depended = {dep for service in services.values() for dep in service.depends_on}
-    sidecars = frozenset(n for n, s in services.items() if not s.oneshot and n in depended)
-    early = [n for n, s in services.items() if s.oneshot or n in sidecars]
+    if sidecars:
+        side = frozenset(n for n, s in services.items() if not s.oneshot and n in depended)
+        early = [n for n, s in services.items() if s.oneshot or n in side]
+    else:
+        side, early = frozenset(), _before_services(config)
     init: list[str] = []
     while len(init) < len(early):  # a valid config has no cycles: one is always free
         init.append(
@@ -143,12 +154,21 @@ def layout(config: Config) -> Layout:
                 if name not in init and all(dep in init for dep in services[name].depends_on)
             )
         )
-    app = [n for n, s in services.items() if not s.oneshot and n not in sidecars]
+    app = [n for n in services if n not in early]
     if not app:
         # A pod needs an app container. The last init container is a oneshot (a
         # sidecar has a dependent after it), and nothing waits for it.
         app.append(init.pop())
-    return Layout(tuple(init), tuple(app), sidecars)
+    return Layout(tuple(init), tuple(app), side)
+
+
+def _before_services(config: Config) -> list[str]:
+    """The oneshots that wait, directly or not, for other oneshots only."""
+    services = config.services
+    early = {n for n, s in services.items() if s.oneshot}
+    while dropped := {n for n in early if not set(services[n].depends_on) <= early}:
+        early -= dropped
+    return [n for n in services if n in early]
 
 
 class _Notes:
@@ -165,11 +185,15 @@ class _Notes:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """What the objects are for, besides the config."""
+    """What the objects are for, besides the config.
+
+    ``version`` None is any Kubernetes with native sidecars.
+    """
 
     image: str
     kind: Kind = "deployment"
     resolve_ids: bool = False
+    version: tuple[int, int] | None = None
     service: bool = True
 
 
@@ -217,7 +241,8 @@ class _Pod:
     def __init__(self, config: Config, target: Target) -> None:
         self.config, self.services = config, config.services
         self.image, self.kind, self.resolve_ids = target.image, target.kind, target.resolve_ids
-        self.layout = layout(config)
+        self.sidecars = target.version is None or target.version >= SIDECARS
+        self.layout = layout(config, sidecars=self.sidecars)
         self.names = container_names(list(self.services))
         self.ports = name_ports(self._probed(), self.names)
         self.policy = self._restart_policy()
@@ -464,7 +489,14 @@ class _Pod:
                 and not isinstance(ready, NotifyFdProbe)
                 and ready.start_timeout is not None
             )
-            if target.oneshot and condition != "completed":
+            if dep in self.layout.app:
+                notes.add(
+                    f"depends_on.{dep}",
+                    f"{condition}: lost: Kubernetes before 1.29 has no native sidecars, so "
+                    f"{label} is an app container too, started at the same time as this one; "
+                    f"this one must wait for {label} itself",
+                )
+            elif target.oneshot and condition != "completed":
                 notes.add(
                     f"depends_on.{dep}",
                     f"{condition}: {label} is an init container, run to completion first",

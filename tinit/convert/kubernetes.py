@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_IMAGE",
     "add_parser",
     "export_kubernetes",
+    "parse_version",
     "plain",
     "run",
     "to_yaml",
@@ -44,6 +45,7 @@ WIDTH: Final = 100
 _PLAIN: Final = re.compile(r"/[A-Za-z0-9_./=+-]*|(?:--?)?[A-Za-z][A-Za-z0-9_./=+-]*")
 # YAML 1.1's booleans and null, in any case
 _WORDS: Final = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
+_VERSION: Final = re.compile(r"v?(\d{1,3})\.(\d{1,3})")
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -67,6 +69,12 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         choices=KINDS,
         default="deployment",
         help="a Deployment (default), or a bare Pod, which can also restart on failure or never",
+    )
+    parser.add_argument(
+        "--kubernetes-version",
+        metavar="X.Y",
+        help="the oldest Kubernetes the objects must run on (default: 1.29 or later); before "
+        "1.29 the services others wait for are plain containers, not native sidecars",
     )
     parser.add_argument(
         "--service",
@@ -96,10 +104,11 @@ def run(args: argparse.Namespace) -> int:
             f"--name: {name!r} is not a Kubernetes name (lowercase letters, digits and '-', "
             f"at most 63); try {fix!r}"
         )
+    version = None if args.kubernetes_version is None else parse_version(args.kubernetes_version)
     config = load_config(args.config, offline=args.offline)
     for warning in config.warnings:
         print(warning, file=sys.stderr)
-    target = Target(args.image, args.kind, not args.offline, args.service)
+    target = Target(args.image, args.kind, not args.offline, version, args.service)
     text, notes = export_kubernetes(config, name=name, target=target)
     sys.stdout.write(text)
     if notes:
@@ -109,6 +118,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    """``X.Y`` (or ``vX.Y``) as numbers; raises UsageError for anything else."""
+    match = _VERSION.fullmatch(text)
+    if match is None or match[1] != "1":
+        raise UsageError(f"--kubernetes-version: {text!r} is not a Kubernetes version like 1.30")
+    return int(match[1]), int(match[2])
 
 
 def export_kubernetes(
