@@ -43,6 +43,7 @@ from tinit.convert._k8s import (
     memory_quantity,
 )
 from tinit.convert._k8s_ports import Port
+from tinit.convert._k8s_vars import PLACEHOLDER, deferred_commands
 from tinit.convert.kubernetes import export_kubernetes, parse_version, plain, to_yaml
 from tinit.errors import ConfigError, UsageError
 from tinit.probes import check_http, check_tcp
@@ -508,6 +509,76 @@ def test_from_1_29_dependencies_are_native_sidecars(tmp_path: Path, version: str
 def test_a_bad_kubernetes_version_is_refused(text: str) -> None:
     with pytest.raises(UsageError, match="--kubernetes-version"):
         parse_version(text)
+
+
+VARS = """
+version: 1
+services:
+  x:
+    command: [Xvfb, ":99", -screen, "0", "${W}x${H}x24", "$$(literal)", "$${HOME}", "$$${W}"]
+  sh:
+    command: echo "${GREETING}" $${HOME} $$(date) ${SET}
+    shell: true
+  plain: {command: [sleep, "${SET}"]}
+"""
+
+
+def load_vars(tmp_path: Path, text: str, environ: Mapping[str, str]) -> Config:
+    return parse_config(text, filename=str(tmp_path / "s.yaml"), environ=environ, offline=True)
+
+
+def test_a_variable_left_for_run_time_is_a_kubernetes_reference(tmp_path: Path) -> None:
+    """${NAME} unset at export becomes $(NAME) with an env entry; Kubernetes then runs
+    what tinit would have run with the same variables."""
+    here = {**ENV, "SET": "5"}
+    config = load_vars(tmp_path, VARS, here)
+    deferred = deferred_commands(config, here, lambda env: load_vars(tmp_path, VARS, env))
+    assert set(deferred) == {"x", "sh"}
+    text, notes = export_kubernetes(config, name="app", target=Target("img", deferred=deferred))
+    x, sh, plain_ = (containers(next(yaml.safe_load_all(text)))[n] for n in ("x", "sh", "plain"))
+    assert x["command"][4:] == ["$(W)x$(H)x24", "$$(literal)", "${HOME}", "$$$(W)"]
+    assert x["env"] == [{"name": "W", "value": PLACEHOLDER}, {"name": "H", "value": PLACEHOLDER}]
+    assert sh["command"][2] == 'echo "$(GREETING)" ${HOME} $$(date) 5'
+    assert plain_["command"] == ["sleep", "5"] and "env" not in plain_
+    assert "command: ${W}, ${H}: not set where this was exported" in (
+        " ".join(comment_notes(comments_above(text, "x")))
+    )
+    assert any(n.startswith("services.sh.command: ${GREETING}: ") for n in notes)
+    # what tinit runs where the variables are set, Kubernetes runs with them in env
+    there = {"W": "1280", "H": "720", "GREETING": "hi there"}
+    at_run = load_vars(tmp_path, VARS, {**here, **there})
+    for name, container in (("x", x), ("sh", sh)):
+        env = {e["name"]: there[e["name"]] for e in container.get("env", [])}
+        env.setdefault("GREETING", there["GREETING"])
+        expanded = [k8s_expand(arg, env) for arg in container["command"]]
+        assert tuple(expanded) == at_run.services[name].command, name
+
+
+def test_a_variable_that_cant_be_placed_is_a_note(tmp_path: Path) -> None:
+    """A name unset here but also read with a default elsewhere: the command stays, noted."""
+    text = "version: 1\nservices:\n  a: {command: [sleep, '${T}'], stop_timeout: '${T:-3s}'}\n"
+    config = load_vars(tmp_path, text, ENV)
+    deferred = deferred_commands(config, ENV, lambda env: load_vars(tmp_path, text, env))
+    assert deferred == {"a": None}
+    out, notes = export_kubernetes(config, name="a", target=Target("img", deferred=deferred))
+    assert containers(next(yaml.safe_load_all(out)))["a"]["command"] == ["sleep", "${T}"]
+    assert any(
+        n.startswith("services.a.command: holds a ${NAME} that tinit resolves") for n in notes
+    )
+
+
+def test_run_turns_a_variable_unset_here_into_a_reference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TINIT_TEST_WIDTH", raising=False)
+    path = tmp_path / "s.yaml"
+    path.write_text("version: 1\nservices:\n  a: {command: [Xvfb, '${TINIT_TEST_WIDTH}x24']}\n")
+    assert export.run(parse(["kubernetes", str(path)])) == 0
+    out, err = capsys.readouterr()
+    a = containers(yaml.safe_load(out))["a"]
+    assert a["command"] == ["Xvfb", "$(TINIT_TEST_WIDTH)x24"]
+    assert a["env"] == [{"name": "TINIT_TEST_WIDTH", "value": PLACEHOLDER}]
+    assert "can only be resolved at run time" in err
 
 
 def test_notes_sit_above_the_container_they_concern(app: tuple[str, dict[str, Any]]) -> None:

@@ -10,7 +10,8 @@ Kubernetes objects. The modules:
 - ``supervisord``: supervisord.conf, read by ``_supervisord_ini``;
 - ``kubernetes``: the ``tinit export kubernetes`` command and its YAML
   writer, over ``_k8s``, the mapping of services to containers, with
-  ``_k8s_ports`` (ports and the Service).
+  ``_k8s_ports`` (ports and the Service) and ``_k8s_vars`` (a command's
+  ``${NAME}`` left for run time).
 
 A new import format is one module whose ``convert(text, *, filename)``
 returns the YAML and the notes, and one line in `IMPORTERS`. Its module is

@@ -20,11 +20,13 @@ nothing but oneshots are init containers, and every other service is an app
 container, its order lost (a note says so).
 
 Ports come from the probes (_k8s_ports.py); a Service in front of them is a
-second object.
+second object. ``${NAME}`` left in a command for run time becomes
+``$(NAME)`` with an ``env`` entry (_k8s_vars.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import math
 import pwd
@@ -37,9 +39,10 @@ from urllib.parse import urlsplit
 from tinit.config import Backoff, ExecProbe, HttpProbe, NotifyFdProbe, Settings, TcpProbe
 from tinit.config._units import format_address, format_duration, format_signal, parse_env_file
 from tinit.convert._k8s_ports import ANY_HOST, is_loopback, name_ports, service_ports
+from tinit.convert._k8s_vars import PLACEHOLDER, to_kubernetes
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from tinit.config import Config, Probe, Service
 
@@ -187,7 +190,9 @@ class _Notes:
 class Target:
     """What the objects are for, besides the config.
 
-    ``version`` None is any Kubernetes with native sidecars.
+    ``version`` None is any Kubernetes with native sidecars. ``deferred``
+    holds the commands with a ``${NAME}`` left for run time, marked as
+    _k8s_vars.deferred_commands gives them (None: it can't tell where).
     """
 
     image: str
@@ -195,6 +200,7 @@ class Target:
     resolve_ids: bool = False
     version: tuple[int, int] | None = None
     service: bool = True
+    deferred: Mapping[str, tuple[str, ...] | None] = dataclasses.field(default_factory=dict)
 
 
 def build(
@@ -242,6 +248,7 @@ class _Pod:
         self.config, self.services = config, config.services
         self.image, self.kind, self.resolve_ids = target.image, target.kind, target.resolve_ids
         self.sidecars = target.version is None or target.version >= SIDECARS
+        self.deferred = target.deferred
         self.layout = layout(config, sidecars=self.sidecars)
         self.names = container_names(list(self.services))
         self.ports = name_ports(self._probed(), self.names)
@@ -376,7 +383,7 @@ class _Pod:
         container: dict[str, object] = {"name": label, "image": self.image}
         if name in self.layout.sidecars:
             container["restartPolicy"] = "Always"
-        container["command"] = [escape(arg) for arg in service.command]
+        container["command"], runtime = self._command(name, notes)
         if service.workdir is not None:
             container["workingDir"] = service.workdir
         ports = [
@@ -385,6 +392,8 @@ class _Pod:
         if ports:
             container["ports"] = ports
         env = _env(service, notes)
+        known = {entry["name"] for entry in env}
+        env += [{"name": var, "value": PLACEHOLDER} for var in runtime if var not in known]
         if env:
             container["env"] = env
         resources = _resources(service, notes)
@@ -400,6 +409,31 @@ class _Pod:
         self._restart_notes(name, service, notes)
         _process_notes(service, notes)
         return Commented(container, tuple(notes.lines))
+
+    def _command(self, name: str, notes: _Notes) -> tuple[list[str], list[str]]:
+        """The container's command, and the variables it takes from the container's env."""
+        command = self.services[name].command
+        if name not in self.deferred:
+            return [escape(arg) for arg in command], []
+        marked = self.deferred[name]
+        if marked is None:
+            notes.add(
+                "command",
+                "holds a ${NAME} that tinit resolves when it starts, which can't be told apart "
+                "from literal text here; Kubernetes doesn't expand ${NAME}: write it as $(NAME) "
+                "and add NAME to env",
+            )
+            return [escape(arg) for arg in command], []
+        args, runtime = to_kubernetes(marked)
+        names = ", ".join(f"${{{var}}}" for var in runtime)
+        notes.add(
+            "command",
+            f"{names}: not set where this was exported, so tinit would take it from its "
+            "environment when it starts. Kubernetes expands $(NAME) only from the container's "
+            f"env, not the image's ENV: set each value in env ({PLACEHOLDER} is a placeholder), "
+            "or export where it is set",
+        )
+        return args, runtime
 
     def _security(self, service: Service, notes: _Notes) -> dict[str, object]:
         security: dict[str, object] = {}

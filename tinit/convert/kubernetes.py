@@ -18,9 +18,11 @@ import re
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from tinit.convert._k8s import KINDS, Commented, Kind, Target, build, dns_label
+from tinit.convert._k8s_vars import deferred_commands
 from tinit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -108,7 +110,12 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, offline=args.offline)
     for warning in config.warnings:
         print(warning, file=sys.stderr)
-    target = Target(args.image, args.kind, not args.offline, version, args.service)
+    deferred = deferred_commands(
+        config, os.environ, lambda environ: load_config(args.config, environ=environ, offline=True)
+    )
+    target = Target(
+        args.image, args.kind, not args.offline, version, args.service, MappingProxyType(deferred)
+    )
     text, notes = export_kubernetes(config, name=name, target=target)
     sys.stdout.write(text)
     if notes:
