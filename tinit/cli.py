@@ -50,6 +50,9 @@ def _build_parser(first: str | None = None) -> argparse.ArgumentParser:
         prog="tinit",
         description="A process supervisor for PID 1 of a container.",
     )
+    parser.add_argument(
+        "-V", "--version", action="version", version=__version__, help="as 'tinit version'"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -102,7 +105,8 @@ def _build_parser(first: str | None = None) -> argparse.ArgumentParser:
     )
 
     sub.add_parser("version", help="print tinit's version")
-    everything = first not in ("run", "check", "version", *_CLIENT_COMMANDS, "export", "import")
+    quick = ("run", "check", "version", "-V", "--version", *_CLIENT_COMMANDS, "export", "import")
+    everything = first not in quick
     if everything or first in _CLIENT_COMMANDS:
         from . import client
 
