@@ -1,7 +1,8 @@
 """The wheel in dist/ installs as users install it: into a fresh venv, and with pipx.
 
-``bash .ci/build`` makes the wheel. Without it these tests skip; with
-``TINIT_STANDALONE_REQUIRED=1`` (as ``.ci/test`` sets it) they fail instead.
+``bash .ci/build`` makes the wheel. Without it (or without pipx) these
+tests skip; with ``TINIT_STANDALONE_REQUIRED=1`` (as ``.ci/test`` sets it)
+they fail instead.
 The installs fetch tinit's dependencies from the package index (pip's cache
 makes a second run quick).
 """
@@ -25,13 +26,17 @@ INSTALL_TIMEOUT = 300
 pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT + 60)
 
 
+def _need(what: object, reason: str) -> None:
+    if what:
+        return
+    if os.environ.get("TINIT_STANDALONE_REQUIRED", "") not in ("", "0"):
+        pytest.fail(f"{reason} (and TINIT_STANDALONE_REQUIRED is set)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def wheel() -> Path:
-    if not WHEEL.is_file():
-        reason = f"no wheel at {WHEEL.relative_to(ROOT)} (run: bash .ci/build)"
-        if os.environ.get("TINIT_STANDALONE_REQUIRED", "") not in ("", "0"):
-            pytest.fail(f"{reason} (and TINIT_STANDALONE_REQUIRED is set)")
-        pytest.skip(reason)
+    _need(WHEEL.is_file(), f"no wheel at {WHEEL.relative_to(ROOT)} (run: bash .ci/build)")
     return WHEEL
 
 
@@ -58,8 +63,8 @@ def test_the_wheel_installs_into_a_fresh_venv(wheel: Path, tmp_path: Path) -> No
 
 def test_pipx_installs_the_wheel(wheel: Path, tmp_path: Path) -> None:
     pipx = shutil.which("pipx")
-    if pipx is None:
-        pytest.skip("no pipx here (apt-get install pipx; .ci/setup does)")
+    _need(pipx, "no pipx here (apt-get install pipx; .ci/setup does)")
+    assert pipx is not None
     env = {
         **os.environ,
         "PIPX_HOME": str(tmp_path / "pipx"),
