@@ -343,6 +343,44 @@ def test_services_dependencies_restart_status_and_sigterm(
     assert_nothing_left(container)
 
 
+def test_the_launcher_neither_forks_nor_waits_nor_starts_a_thread(
+    image: str, tmp_path: Path
+) -> None:
+    """The whole life of a frozen ``tinit run -- CMD``, traced: what processes and threads appear.
+
+    The launcher may only re-execute itself (same pid); then the one clone is
+    tinit's for the command, without CLONE_THREAD, and every wait is tinit's
+    own reaper's ``wait4(-1, ..., WNOHANG)``. A one-file build would show a
+    second clone and a blocking wait in the launcher; a runtime thread, a
+    clone with CLONE_THREAD.
+    """
+    strace = shutil.which("strace")
+    _need(strace is not None, "no strace here (apt-get install strace; .ci/setup does)")
+    assert strace is not None
+    trace = tmp_path / "trace"
+    calls = "execve,clone,clone3,fork,vfork,wait4,waitid"
+    argv = [strace, "-f", "-qq", "-e", f"trace={calls}", "-o", str(trace)]
+    done = subprocess.run(
+        [*argv, str(STANDALONE / "tinit"), "run", "--", "sh", "-c", "exit 3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr
+    lines = [line for line in trace.read_text().splitlines() if "(" in line]
+    launcher = int(lines[0].split()[0])
+    calls_of = [(int(line.split()[0]), line.split(None, 1)[1]) for line in lines]
+    execs = [pid for pid, call in calls_of if call.startswith("execve(")]
+    clones = [call for pid, call in calls_of if call.startswith(("clone", "fork", "vfork"))]
+    waits = [(pid, call) for pid, call in calls_of if call.startswith(("wait4(", "waitid("))]
+    child = {pid for pid in execs if pid != launcher}
+    assert execs.count(launcher) == 2, lines  # itself, then itself again in place
+    assert len(child) == 1 and execs.count(next(iter(child))) == 1, lines
+    assert len(clones) == 1 and "CLONE_THREAD" not in clones[0], lines
+    assert waits and all(pid == launcher for pid, _ in waits), lines
+    assert all(call.startswith("wait4(-1,") and "WNOHANG" in call for _, call in waits), lines
+
+
 def test_version_matches_the_package(image: str) -> None:
     from tinit import __version__
 
