@@ -381,6 +381,36 @@ def test_the_launcher_neither_forks_nor_waits_nor_starts_a_thread(
     assert all(call.startswith("wait4(-1,") and "WNOHANG" in call for _, call in waits), lines
 
 
+def test_every_tinit_module_is_frozen(image: str) -> None:
+    """Each subcommand imports its modules lazily: all of them must be in the bundle."""
+    source = ROOT / "tinit"
+    frozen = STANDALONE / "_internal" / "tinit"
+    missing = [
+        str(module.relative_to(source))
+        for module in source.rglob("*.py")
+        if not (frozen / module.relative_to(source)).with_suffix(".pyc").is_file()
+    ]
+    assert not missing, f"not in the standalone: {missing}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("check", "--offline", "configs/webapp-redis.yaml"),
+        ("check", "--json", "--offline", "configs/reference.yaml"),
+        ("export", "kubernetes", "configs/webapp-redis.yaml"),
+        ("import", "supervisord", "tests/supervisord/cron-and-app.conf"),
+    ],
+)
+def test_the_lazily_loaded_subcommands_run(image: str, args: tuple[str, ...]) -> None:
+    done = subprocess.run(
+        [str(STANDALONE / "tinit"), *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout, done.stderr
+    assert "internal error" not in done.stderr
+
+
 def test_version_matches_the_package(image: str) -> None:
     from tinit import __version__
 
