@@ -1,4 +1,4 @@
-"""The control socket (SPEC §9) and the client commands (SPEC §1), against a fake supervisor.
+"""The control socket and the client commands, against a fake supervisor.
 
 The server runs in the test's trio loop; the client, which blocks, runs in a
 worker thread or a subprocess.

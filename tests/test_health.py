@@ -1,4 +1,4 @@
-"""The HTTP health endpoint (SPEC §9): /healthz, /readyz, /metrics, and its defences."""
+"""The HTTP health endpoint: /healthz, /readyz, /metrics, and its defences."""
 
 from __future__ import annotations
 

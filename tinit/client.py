@@ -1,5 +1,5 @@
 """The client commands: ``status``, ``start``, ``stop``, ``restart``, ``signal``,
-``reload`` and ``logs`` talk to the running tinit over its control socket (SPEC §1, §9).
+``reload`` and ``logs`` talk to the running tinit over its control socket.
 
 This module must stay quick to import: ``tinit status`` is a health probe, run
 every few seconds, and importing trio alone costs more than the whole round

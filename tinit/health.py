@@ -1,4 +1,4 @@
-"""The HTTP health endpoint: ``/healthz``, ``/readyz`` and ``/metrics`` (SPEC §9).
+"""The HTTP health endpoint: ``/healthz``, ``/readyz`` and ``/metrics``.
 
 Served with ``settings.health_listen`` from tinit's one trio thread, to any
 network peer that can reach it. HTTP is parsed by h11, never by hand. Each
