@@ -1,4 +1,4 @@
-"""The control socket: the server side of ``tinit status``, ``start``, ....
+"""The control socket: the server side of ``tinit status``, ``start`` and the rest.
 
 `serve_control` runs inside tinit's one trio thread, next to the services, so
 nothing a client does may stall it or them: every read has a deadline, a
