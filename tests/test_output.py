@@ -684,28 +684,36 @@ def test_ring_holds_the_newest_blocks_in_order_and_since_resumes(seed: int) -> N
     assert positions == sorted(positions)
 
 
-async def test_ring_follow_yields_new_lines_as_they_come() -> None:
-    """follow() skips what was there and yields each line added later, in order."""
+def test_ring_listeners_and_cursors_give_a_follower_each_new_line_once() -> None:
+    """What `tinit logs -f` is built on: a call per add, and since() from a cursor.
+
+    Lines from before the cursor are skipped, every later one comes once and
+    in order, and an unlistened callback hears nothing more.
+    """
     ring = Ring()
     ring.add("stdout", b"old\n")
-    got: list[tuple[str, str]] = []
+    cursor = ring.cursor
+    heard: list[int] = []
 
-    async def follower() -> None:
-        async for _, stream, text in ring.follow():
-            got.append((stream, text))
+    def on_add() -> None:
+        heard.append(ring.cursor)
 
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(follower)
-            await trio.sleep(0.05)
-            ring.add("stdout", b"one\ntwo\n")
-            await trio.sleep(0.05)
-            ring.add("stderr", b"three\n")
-            ring.add("stdout", b"four\n")
-            while len(got) < 4:
-                await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()
-    assert got == [("stdout", "one"), ("stdout", "two"), ("stderr", "three"), ("stdout", "four")]
+    ring.listen(on_add)
+    ring.add("stdout", b"one\ntwo\n")
+    cursor, got = ring.since(cursor)
+    assert [(stream, text) for _, stream, text in got] == [("stdout", "one"), ("stdout", "two")]
+    ring.add("stderr", b"three\n")
+    ring.add("stdout", b"four\n")
+    ring.unlisten(on_add)
+    ring.add("stdout", b"five\n")
+    cursor, got = ring.since(cursor)
+    assert [(stream, text) for _, stream, text in got] == [
+        ("stderr", "three"),
+        ("stdout", "four"),
+        ("stdout", "five"),
+    ]
+    assert heard == [2, 3, 4]  # each add, after the line is in
+    assert ring.since(cursor) == (cursor, [])
 
 
 # Throughput (correctness only; the speed is measured outside the test suite)

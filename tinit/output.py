@@ -45,7 +45,7 @@ from tinit._lines import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import Callable, Iterator
 
     from .logs import Log
 
@@ -313,7 +313,6 @@ class Ring:
         self._pages: deque[_Page] = deque()
         self._size = 0  # bytes of pages held
         self._added = 0  # blocks ever added: numbers them for followers
-        self._lot = trio.lowlevel.ParkingLot()
         self._listeners: set[Callable[[], None]] = set()
 
     @property
@@ -345,7 +344,6 @@ class Ring:
         page.used = start + len(data)
         page.count += 1
         self._added += 1
-        self._lot.unpark_all()
         for listener in self._listeners:
             listener()
 
@@ -386,21 +384,6 @@ class Ring:
                 groups.append([(ts, stream, text) for text in texts])
                 count += len(texts)
         return [line for group in reversed(groups) for line in group]
-
-    async def follow(self) -> AsyncIterator[tuple[float, str, str]]:
-        """Yield lines added from now on, as they arrive, until cancelled.
-
-        A follower slower than the service misses the lines dropped from the
-        ring before it got to them.
-        """
-        seen = self._added
-        while True:
-            if self._added == seen:
-                await self._lot.park()
-                continue
-            seen, new = self.since(seen)
-            for line in new:
-                yield line
 
 
 def _split(chunk: bytes) -> list[str]:
