@@ -1,36 +1,75 @@
 """What the control socket and the health endpoint see of the supervisor.
 
 :class:`Operator` implements control.ControlTarget over a running
-:class:`~tinit.supervisor.Supervisor`: it reads service state for ``tinit
-status``, ``/readyz`` and ``/metrics``, and turns requests into the
-supervisor's own start, stop, restart and reload.
+supervisor: it reads each service's :class:`~tinit.state.Snapshot` for
+``tinit status``, ``/readyz`` and ``/metrics``, and turns requests into the
+supervisor's own start, stop, restart and reload. It knows the supervisor
+only as :class:`Supervised` (supervisor.py imports this module, never the
+other way round).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from . import procs
 from .control import Metrics, ServiceMetrics
-from .state import State
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
     from .output import Ring
-    from .service import ServiceRunner
-    from .supervisor import Supervisor
+    from .state import Snapshot
 
 Line = tuple[float, str, str, str]
 
 
+class Operated(Protocol):
+    """One service as an operator reaches it (service.ServiceRunner is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def ring(self) -> Ring: ...
+
+    def snapshot(self) -> Snapshot: ...
+
+    def usage(self) -> Mapping[str, int]: ...
+
+    def signal(self, signum: int) -> None: ...
+
+
+class Supervised(Protocol):
+    """What an operator needs of the supervisor (supervisor.Supervisor is it)."""
+
+    @property
+    def runners(self) -> Mapping[str, Operated]: ...
+
+    @property
+    def critical_failed(self) -> bool: ...
+
+    @property
+    def orphans_reaped(self) -> int: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    async def start_service(self, name: str) -> None: ...
+
+    async def stop_service(self, name: str) -> None: ...
+
+    async def restart_service(self, name: str) -> None: ...
+
+    async def reload(self) -> dict[str, list[str]]: ...
+
+
 class Operator:
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervised) -> None:
         self._sup = supervisor
 
-    def _select(self, names: Sequence[str]) -> list[ServiceRunner]:
+    def _select(self, names: Sequence[str]) -> list[Operated]:
         runners = self._sup.runners
         if not names:
             return list(runners.values())
@@ -43,29 +82,29 @@ class Operator:
 
     def status(self, names: Sequence[str]) -> list[dict[str, Any]]:
         now = trio.current_time()
-        return [_status(runner, now) for runner in self._select(names)]
+        return [_status(runner.snapshot(), runner.usage(), now) for runner in self._select(names)]
 
     def health(self) -> tuple[bool, bool]:
         alive = not self._sup.critical_failed
-        ready = all(_ready(r) for r in self._sup.runners.values())
+        ready = all(r.snapshot().ready for r in self._sup.runners.values())
         return alive, ready
 
     def metrics(self) -> Metrics:
         services = [
             ServiceMetrics(
-                name=r.name,
-                up=r.child is not None,
-                ready=_ready(r),
-                restarts_total=r.restarts,
-                exits_total=dict(r.exits),
-                oom_kills_total=r.oom_kills,
-                log_bytes=r.ring.size,
+                name=s.name,
+                up=s.pid is not None,
+                ready=s.ready,
+                restarts_total=s.restarts,
+                exits_total=s.exits,
+                oom_kills_total=s.oom_kills,
+                log_bytes=s.log_bytes,
             )
-            for r in self._sup.runners.values()
+            for s in (r.snapshot() for r in self._sup.runners.values())
         ]
         return Metrics(
             services=services,
-            orphans_reaped_total=self._sup.reaper.orphans_reaped,
+            orphans_reaped_total=self._sup.orphans_reaped,
             uptime_seconds=trio.current_time() - self._sup.started_at,
         )
 
@@ -101,42 +140,32 @@ class Operator:
 
     def send_signal(self, signum: int, names: Sequence[str]) -> None:
         for runner in self._select(names):
-            if runner.child is not None:
-                procs.signal_group(runner.child.pgid, signum)
+            runner.signal(signum)
 
     async def reload(self) -> dict[str, list[str]]:
         return await self._sup.reload()
 
 
-def _ready(runner: ServiceRunner) -> bool:
-    """Running and ready, or a oneshot that completed (it is done, not down)."""
-    if runner.service.oneshot and runner.outcome == "completed":
-        return True
-    return runner.state is State.RUNNING and runner.child is not None
-
-
-def _status(runner: ServiceRunner, now: float) -> dict[str, Any]:
-    last = runner.last_status
+def _status(snap: Snapshot, usage: Mapping[str, int], now: float) -> dict[str, Any]:
     last_exit: dict[str, Any] | None = None
-    if last is not None:
-        last_exit = last.log_fields()
-        if runner.last_oom:
+    if snap.last_exit is not None:
+        last_exit = snap.last_exit.log_fields()
+        if snap.last_oom:
             last_exit["oom"] = True
-    stats = runner.cgroup.stats() if runner.cgroup is not None else {}
     return {
-        "name": runner.name,
-        "state": runner.state.value,
-        "pid": None if runner.child is None else runner.child.pid,
-        "uptime": None if runner.started_at is None else round(now - runner.started_at, 3),
-        "restarts": runner.restarts,
+        "name": snap.name,
+        "state": snap.state.value,
+        "pid": snap.pid,
+        "uptime": None if snap.started_at is None else round(now - snap.started_at, 3),
+        "restarts": snap.restarts,
         "last_exit": last_exit,
-        "ready": _ready(runner),
-        "memory": stats.get("memory.current"),
-        "pids": stats.get("pids.current"),
-        "cpu_usec": stats.get("cpu_usec"),
-        "oom_kills": runner.oom_kills,
-        "completed": runner.service.oneshot and runner.outcome == "completed",
-        "log_bytes": runner.ring.size,
+        "ready": snap.ready,
+        "memory": usage.get("memory.current"),
+        "pids": usage.get("pids.current"),
+        "cpu_usec": usage.get("cpu_usec"),
+        "oom_kills": snap.oom_kills,
+        "completed": snap.completed,
+        "log_bytes": snap.log_bytes,
     }
 
 

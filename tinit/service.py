@@ -1,51 +1,51 @@
 """One service's life: wait for dependencies, spawn, probe, stop, restart.
 
-In trio the control flow is the state machine (STYLE.md §7): ``run`` is a
-``while want_up`` loop of spawn -> wait -> decide -> back off, and
+In trio the control flow is the state machine: ``run`` is a ``while
+want_up`` loop of spawn -> wait -> decide -> back off, and
 :class:`~tinit.state.State` only reports where that loop is. "Want" is kept
 apart from "is": a stop request flips ``want_up`` and wakes whatever the loop
 is waiting on; the loop itself stops the process.
 
 A run of the service is over only when nothing of it is left: the main
-process has exited and its process group is empty. Whatever the main process
-leaves behind gets the stop signal, then SIGKILL after ``stop_timeout``, before
-the service is restarted or reported as exited (SPEC §11), so stale children
-never pile up across restarts.
+process has exited and its process tree (tree.py: the cgroup, or the process
+group) is empty. Whatever the main process leaves behind gets the stop
+signal, then SIGKILL after ``stop_timeout``, before the service is restarted
+or reported as exited, so stale children never pile up across restarts.
+
+The runner reaches processes only through the context's
+:class:`~tinit.tree.Spawner` and the :class:`~tinit.tree.ProcessTree` it
+returns for each run; what the child is to be is built by childspec.py. The
+control side reads a runner through :meth:`ServiceRunner.snapshot`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import pwd
 import random
-import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from . import probes, procs, spawn
-from .config import Namespaces, NotifyFdProbe
+from . import childspec, probes
+from .config import NotifyFdProbe
 from .errors import SpawnError, TinitError
 from .output import Output, Ring
-from .privileges import resolve as resolve_privileges
-from .state import ExitStatus, State, decide, is_success, signal_name
+from .state import ExitStatus, Outcome, Snapshot, State, decide, is_success, signal_name
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .cgroups import Cgroups, ServiceCgroup
     from .config import Service
     from .logs import Log
     from .output import Sink
-    from .reaper import Child, Reaper
+    from .reaper import Reaper
+    from .tree import Launch, Process, ProcessTree, Spawner
 
-#: Environment variables a runtime may hand to tinit that only ever mean
-#: something to tinit itself (research/painpoints.md §2.20).
-_RUNTIME_ONLY = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
-#: a service with these shares tinit's namespaces: nothing to set up
-_HOST_NAMESPACES: Final = Namespaces()
 #: How long a finished run's output may stand still before the rest is given up.
-_OUTPUT_GRACE = 5.0
+_OUTPUT_GRACE: Final = 5.0
 
 
 @dataclass
@@ -58,6 +58,8 @@ class Context:
     stderr: Sink
     width: int
     pid1: bool
+    #: starts each run's main process (tree.OsSpawner forks it)
+    spawner: Spawner
     #: when the whole shutdown must be over (trio clock); inf until one begins
     deadline: float = math.inf
     random: random.Random = field(default_factory=random.Random)
@@ -77,7 +79,9 @@ class ServiceRunner:
         self.ring = Ring()
         self.state = State.PENDING
         self.want_up = True
-        self.child: Child | None = None
+        #: the main process and the process tree of the run going on
+        self._main: Process | None = None
+        self._tree: ProcessTree | None = None
         self.started_at: float | None = None
         self.restarts = 0
         self.failures = 0
@@ -91,9 +95,9 @@ class ServiceRunner:
         self._oom_this_run = 0
         #: the last run ended with an OOM kill in its cgroup
         self.last_oom = False
-        #: how the service ended for good: "completed", "failed", "stopped", "never-started"
-        self.outcome: str | None = None
-        #: set when a stop had to use SIGKILL (SPEC §11: exit 137 on shutdown)
+        #: how the service ended for good
+        self.outcome: Outcome | None = None
+        #: set when a stop had to use SIGKILL (on shutdown, tinit then exits 137)
         self.killed = False
         self.ever_started = False
         self.ever_ready = False
@@ -116,12 +120,43 @@ class ServiceRunner:
 
     # -- what others ask of a service ---------------------------------------
 
+    def snapshot(self) -> Snapshot:
+        """Where the service is now, for status, health and metrics."""
+        main = self._main
+        completed = self.service.oneshot and self.outcome is Outcome.COMPLETED
+        # Positional, in field order: a status request makes one per service,
+        # and keywords cost a named tuple half as much again.
+        return Snapshot(
+            self.name,
+            self.state,
+            None if main is None else main.pid,
+            self.started_at,
+            self.restarts,
+            self.last_status,
+            self.last_oom,
+            completed or (self.state is State.RUNNING and main is not None),  # ready
+            completed,
+            self.outcome,
+            self.oom_kills,
+            dict(self.exits),
+            self.ring.size,
+        )
+
+    def usage(self) -> Mapping[str, int]:
+        """The cgroup's gauges (``memory.current``, ``pids.current``, ...); empty without one."""
+        return self.cgroup.stats() if self.cgroup is not None else {}
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the main process group of the run going on, if any."""
+        if self._tree is not None:
+            self._tree.signal_group(signum)
+
     def condition_met(self, condition: str) -> bool:
         if condition == "started":
             return self.ever_started
         if condition == "ready":
             return self.ever_ready
-        return self.outcome == "completed"
+        return self.outcome is Outcome.COMPLETED
 
     async def wait_condition(self, condition: str) -> bool:
         """True once ``condition`` holds; False when it never can any more."""
@@ -150,8 +185,8 @@ class ServiceRunner:
     def kill_now(self) -> None:
         """SIGKILL whatever runs of the service, at once (a second shutdown signal)."""
         self.request_stop()
-        if self.child is not None and self._alive(self.child):
-            self._kill(self.child)
+        if self._tree is not None and self._tree.alive():
+            self._tree.kill()
             self.killed = True
 
     # -- the loop -------------------------------------------------------------
@@ -159,13 +194,13 @@ class ServiceRunner:
     async def run(self) -> None:
         try:
             if not await self._wait_dependencies():
-                self.outcome = "never-started"
+                self.outcome = Outcome.NEVER_STARTED
                 return
             await self._loop()
         finally:
             self._release_cgroup()
             if self.outcome is None:
-                self.outcome = "stopped"
+                self.outcome = Outcome.STOPPED
             self.finished.set()
             self._notify()
 
@@ -225,13 +260,13 @@ class ServiceRunner:
             if decision.gave_up:
                 self.log.error("service_gave_up", failures=decision.failures)
                 self._set_state(State.FAILED)
-                self.outcome = "failed"
+                self.outcome = Outcome.FAILED
             elif is_success(effective, svc.success_exit_codes):
                 self._set_state(State.EXITED)
-                self.outcome = "completed"
+                self.outcome = Outcome.COMPLETED
             else:
                 self._set_state(State.FAILED)
-                self.outcome = "failed"
+                self.outcome = Outcome.FAILED
             return
 
     async def _run_once(self) -> tuple[ExitStatus, float]:
@@ -255,11 +290,18 @@ class ServiceRunner:
         try:
             self.cgroup = self._make_cgroup()
             child_out, child_err = output.open()
-            stdin = _open_stdin(svc.stdin)
+            stdin = childspec.open_stdin(svc.stdin)
             if self.cgroup is not None:
                 procs_fd = self.cgroup.open_procs()
-            spec = self._child_spec(stdin, child_out, child_err, notify, procs_fd)
-            child, err_r = spawn.start(spec, self._ctx.reaper)
+            fds = childspec.RunFds(
+                stdin=stdin,
+                stdout=child_out,
+                stderr=child_err,
+                passed=self._passed_fds(notify),
+                cgroup_procs=procs_fd if procs_fd >= 0 else None,
+            )
+            spec = childspec.build(svc, fds, pid1=self._ctx.pid1)
+            launch = self._ctx.spawner.start(spec, self.cgroup)
         except (TinitError, OSError) as exc:
             output.close()
             if notify is not None:
@@ -273,9 +315,10 @@ class ServiceRunner:
             output.close_child_ends()
             if notify is not None:
                 notify.close_write_end()
-        self.child = child
+        main, tree = launch.process, launch.tree
+        self._main, self._tree = main, tree
         started = self.started_at = trio.current_time()
-        self.log.info("service_starting", pid=child.pid, command=list(svc.command))
+        self.log.info("service_starting", pid=main.pid, command=list(svc.command))
         pumped = trio.Event()
 
         async def pump() -> None:
@@ -288,34 +331,33 @@ class ServiceRunner:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(pump)
                 try:
-                    await spawn.wait_exec(child, err_r, svc.command[0])
+                    await launch.wait_exec()
                 except SpawnError as exc:
                     status = self._start_failed(exc)
-                    await child.wait()
-                    await self._wait_gone(child)
+                    await tree.wait_gone()
                     nursery.cancel_scope.cancel()
                     return status, 0.0
                 self.ever_started = True
                 self._notify()
-                nursery.start_soon(self._stop_on_request, child)
-                nursery.start_soon(self._probe, child, notify)
+                nursery.start_soon(self._stop_on_request, tree)
+                nursery.start_soon(self._probe, launch, notify)
                 if self.cgroup is not None:
                     nursery.start_soon(self.cgroup.watch_oom, self._on_oom)
-                status = await child.wait()
+                status = await main.wait()
                 # how long it stayed up: what reset_after is measured against
                 uptime = trio.current_time() - started
                 # Whatever the main process left gets the stop sequence before
-                # the exit is reported (SPEC §11): the event marks the end of
-                # the run, when nothing of it is left.
+                # the exit is reported: the event marks the end of the run,
+                # when nothing of it is left.
                 if not self._terminating:
-                    await self._terminate(child, leftovers_only=True)
+                    await self._terminate(tree, leftovers_only=True)
                 else:
                     await self._terminated.wait()
-                self._log_exit(child, status, uptime)
+                self._log_exit(main, status, uptime)
                 await self._drain_output(output, pumped)
                 nursery.cancel_scope.cancel()
         finally:
-            self.child = None
+            self._main = self._tree = None
             self.started_at = None
             if notify is not None:
                 notify.close()
@@ -387,16 +429,16 @@ class ServiceRunner:
             "oom_kill",
             kills=new,
             memory_max=self.service.limits.memory,
-            pid=None if self.child is None else self.child.pid,
+            pid=None if self._main is None else self._main.pid,
         )
 
-    def _log_exit(self, child: Child, status: ExitStatus, uptime: float) -> None:
+    def _log_exit(self, main: Process, status: ExitStatus, uptime: float) -> None:
         if self.cgroup is not None:
             self._check_oom(self.cgroup.oom_kills())
         fields = status.log_fields()
         if self._oom_this_run:
             fields["reason"] = "oom"
-        self.log.info("service_exited", pid=child.pid, **fields, uptime=round(uptime, 3))
+        self.log.info("service_exited", pid=main.pid, **fields, uptime=round(uptime, 3))
 
     def _start_failed(self, exc: TinitError | OSError) -> ExitStatus:
         self._run_failed = True
@@ -404,12 +446,12 @@ class ServiceRunner:
         self.log.error("service_start_failed", error=str(exc), exit_code=code)
         return ExitStatus(code=code)
 
-    async def _stop_on_request(self, child: Child) -> None:
+    async def _stop_on_request(self, tree: ProcessTree) -> None:
         await self._stop_requested.wait()
         self._set_state(State.STOPPING)
-        await self._terminate(child)
+        await self._terminate(tree)
 
-    async def _probe(self, child: Child, notify: probes.NotifyPipe | None) -> None:
+    async def _probe(self, launch: Launch, notify: probes.NotifyPipe | None) -> None:
         svc = self.service
         ready = svc.ready
         if ready is not None:
@@ -420,18 +462,18 @@ class ServiceRunner:
             if not ok:
                 self.log.error("service_not_ready", timeout=ready.start_timeout)
                 self._run_failed = True
-                await self._terminate(child)
+                await self._terminate(launch.tree)
                 return
         self.ever_ready = True
         self._set_state(State.RUNNING)
-        self.log.info("service_ready", pid=child.pid)
+        self.log.info("service_ready", pid=launch.process.pid)
         health = svc.health
         if health is None:
             return
         misses = 0
         while True:
             await trio.sleep(health.interval)
-            if await probes.check(health, self._environment(), self._ctx.reaper):
+            if await probes.check(health, childspec.environment(svc), self._ctx.reaper):
                 misses = 0
                 continue
             misses += 1
@@ -439,7 +481,7 @@ class ServiceRunner:
             if misses >= health.failures:
                 self.log.error("service_unhealthy", failures=misses)
                 self._run_failed = True
-                await self._terminate(child)
+                await self._terminate(launch.tree)
                 return
 
     async def _wait_ready(self, ready: Any, notify: probes.NotifyPipe | None) -> bool:
@@ -447,101 +489,52 @@ class ServiceRunner:
             if await notify.wait_ready():
                 return True
             await trio.sleep_forever()  # closed without a newline: never ready
-        env = self._environment()
+        env = childspec.environment(self.service)
         while not await probes.check(ready, env, self._ctx.reaper):
             await trio.sleep(ready.interval)
         return True
 
-    async def _terminate(self, child: Child, *, leftovers_only: bool = False) -> None:
+    async def _terminate(self, tree: ProcessTree, *, leftovers_only: bool = False) -> None:
         """The stop sequence for one run: stop signal -> stop_timeout -> SIGKILL.
 
         The stop signal goes to the process group; once the main process is
         gone, whatever of the service is left outside that group (a daemon
         that called setsid, found through its cgroup) gets it too. SIGKILL
-        goes to the whole cgroup (or the group, without cgroups). Done once
-        per run, whoever asks first.
+        goes to the whole tree. Done once per run, whoever asks first.
         """
         if self._terminating:
             await self._terminated.wait()
             return
         self._terminating = True
         try:
-            if not self._alive(child):
+            if not tree.alive():
                 return
             stop_signal = self.service.stop_signal
             if leftovers_only:
-                self._signal_rest(child, stop_signal, skip_group=False)
+                tree.signal_all(stop_signal)
             else:
                 self.log.info("service_stopping", signal=signal_name(stop_signal))
-                procs.signal_group(child.pgid, stop_signal)
+                tree.signal_group(stop_signal)
             deadline = min(trio.current_time() + self.service.stop_timeout, self._ctx.deadline)
             with trio.move_on_at(deadline):
-                if not leftovers_only and self.cgroup is not None:
-                    await child.wait()
-                    self._signal_rest(child, stop_signal, skip_group=True)
-                await self._wait_gone(child)
+                await tree.wait_gone(pass_on=None if leftovers_only else stop_signal)
                 return
             self.log.warning(
                 "service_killed", reason="stop_timeout", stop_timeout=self.service.stop_timeout
             )
             self.killed = True
-            self._kill(child)
+            tree.kill()
             with trio.CancelScope(shield=True):
-                await self._wait_gone(child)
+                await tree.wait_gone()
         finally:
             self._terminated.set()
-
-    def _alive(self, child: Child) -> bool:
-        if self.cgroup is not None:
-            return child.status is None or self.cgroup.populated()
-        return procs.group_exists(child.pgid)
-
-    def _signal_rest(self, child: Child, signum: int, *, skip_group: bool) -> None:
-        """Signal what is left of the run; with ``skip_group``, spare the main group (it had it)."""
-        if self.cgroup is None:
-            procs.signal_group(child.pgid, signum)
-            return
-        for pid in self.cgroup.pids():
-            try:
-                if skip_group and os.getpgid(pid) == child.pgid:
-                    continue
-                os.kill(pid, signum)
-            except OSError:
-                pass  # gone meanwhile
-
-    def _kill(self, child: Child) -> None:
-        if self.cgroup is not None:
-            self.cgroup.kill()
-        else:
-            procs.signal_group(child.pgid, signal.SIGKILL)
-
-    async def _wait_gone(self, child: Child) -> None:
-        """Wait until the main process is reaped and nothing of the run is left."""
-        await child.wait()
-        if self.cgroup is not None:
-            await self.cgroup.wait_empty()
-        else:
-            await self._wait_group_gone(child.pgid)
-
-    async def _wait_group_gone(self, pgid: int) -> None:
-        """Wait until no process of the group is left (reaped ones included).
-
-        Members that die are reaped by tinit when they are its children or
-        orphans, so the reaper's progress is the natural wake-up; the short
-        timed re-check covers members reaped by a parent inside the group.
-        """
-        pause = 0.005
-        while procs.group_exists(pgid):
-            with trio.move_on_after(pause):
-                await self._ctx.reaper.wait_changed()
-            pause = min(pause * 2, 0.1)
 
     # -- helpers --------------------------------------------------------------
 
     def _mark_stopped(self) -> None:
         self._set_state(State.STOPPED)
         self.log.info("service_stopped")
-        self.outcome = "stopped"
+        self.outcome = Outcome.STOPPED
 
     def _stopping(self) -> bool:
         return not self.want_up
@@ -561,88 +554,10 @@ class ServiceRunner:
         self.state = state
         self._notify()
 
-    def _environment(self) -> dict[str, str]:
+    def _passed_fds(self, notify: probes.NotifyPipe | None) -> dict[int, int]:
+        """Where the child finds the readiness pipe of a notify_fd probe."""
         svc = self.service
-        env = dict(svc.environment)
-        for key in _RUNTIME_ONLY:
-            if key not in svc.env and env.get(key) == os.environ.get(key):
-                env.pop(key, None)
-        return env
-
-    def _child_spec(
-        self,
-        stdin: int,
-        stdout: int,
-        stderr: int,
-        notify: probes.NotifyPipe | None,
-        procs_fd: int,
-    ) -> spawn.ChildSpec:
-        svc = self.service
-        env = self._environment()
-        uid = gid = None
-        groups: list[int] | None = None
-        if svc.user is not None:
-            entry = _user(svc.user)
-            uid, gid = entry.pw_uid, entry.pw_gid
-            groups = os.getgrouplist(entry.pw_name, gid) if entry.pw_name else [gid]
-            for key, value in (
-                ("HOME", entry.pw_dir),
-                ("USER", entry.pw_name),
-                ("LOGNAME", entry.pw_name),
-            ):
-                if key not in svc.env and value:
-                    env[key] = value
-        if svc.group is not None:
-            gid = _group(svc.group)
-            groups = groups if groups is not None else [gid]
-        privileges = None
-        caps = svc.capabilities
-        if uid is not None or gid is not None or caps.add or caps.drop or svc.no_new_privs:
-            privileges = resolve_privileges(
-                caps, uid=uid, gid=gid, groups=groups, no_new_privs=svc.no_new_privs
-            )
         pass_fds: dict[int, int] = {}
         if notify is not None and isinstance(svc.ready, NotifyFdProbe):
             pass_fds[svc.ready.fd] = notify.write_fd
-        return spawn.ChildSpec(
-            argv=svc.command,
-            env=env,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            pass_fds=pass_fds,
-            new_session=True,
-            cwd=svc.workdir,
-            umask=svc.umask,
-            privileges=privileges,
-            cgroup_procs=procs_fd if procs_fd >= 0 else None,
-            namespaces=None if svc.namespaces == _HOST_NAMESPACES else svc.namespaces,
-            pdeathsig=None if self._ctx.pid1 else signal.SIGKILL,
-        )
-
-
-def _open_stdin(path: str | None) -> int:
-    return os.open(path or os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-
-
-def _user(name: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        if name.isdigit():
-            try:
-                return pwd.getpwuid(int(name))
-            except KeyError:
-                return pwd.struct_passwd((name, "x", int(name), int(name), "", "/", "/bin/sh"))
-        raise SpawnError(name, 0, f"unknown user {name!r}", "switch user") from None
-
-
-def _group(name: str) -> int:
-    import grp
-
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        if name.isdigit():
-            return int(name)
-        raise SpawnError(name, 0, f"unknown group {name!r}", "switch group") from None
+        return pass_fds

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -25,7 +25,8 @@ from . import output, procs, signals, spawn
 from .output import Sink
 from .reaper import Reaper
 from .service import Context, ServiceRunner
-from .state import ExitStatus, final_exit_code, signal_name
+from .state import ExitStatus, Outcome, final_exit_code, signal_name
+from .tree import OsSpawner
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from .cgroups import Cgroups
     from .config import Config, Service
     from .logs import Log
+
+#: outcomes of a service that ended for good without doing its job (critical: fatal)
+_FAILURES: Final = frozenset({Outcome.FAILED, Outcome.NEVER_STARTED})
 
 
 def run_services(
@@ -142,6 +146,7 @@ class Supervisor:
             stderr=stderr,
             width=_width(self.config),
             pid1=self._pid1,
+            spawner=OsSpawner(self.reaper),
             cgroups=self._cgroups,
         )
         self.started_at = trio.current_time()
@@ -184,6 +189,10 @@ class Supervisor:
         Either failing to start is logged and tinit carries on: services
         matter more than their remote control (a read-only /run, say).
         """
+        listen = self.config.settings.health_listen
+        if not self.control_socket and listen is None:
+            return
+        # Imported here: only a tinit that can be operated pays for loading them.
         from .control import serve_control
         from .errors import ControlError
         from .health import serve_health
@@ -195,7 +204,6 @@ class Supervisor:
                 await root.start(serve_control, self.control_socket, operator, self.log)
             except ControlError as exc:
                 self.log.warning("control_socket_unavailable", error=str(exc))
-        listen = self.config.settings.health_listen
         if listen is not None:
             try:
                 await root.start(serve_health, listen[0], listen[1], operator, self.log)
@@ -210,9 +218,13 @@ class Supervisor:
     def critical_failed(self) -> bool:
         """A critical service ended for good (``/healthz`` turns 503)."""
         return self._critical is not None or any(
-            r.service.critical and r.outcome in ("failed", "never-started")
-            for r in self.runners.values()
+            r.service.critical and r.outcome in _FAILURES for r in self.runners.values()
         )
+
+    @property
+    def orphans_reaped(self) -> int:
+        """Processes reaped that no service started (for metrics)."""
+        return self.reaper.orphans_reaped
 
     def _launch(self, service: Service, previous: ServiceRunner | None = None) -> ServiceRunner:
         runner = ServiceRunner(service, self._ctx, self.runners)
@@ -322,20 +334,17 @@ class Supervisor:
             return
         svc = runner.service
         status = runner.last_status
-        if runner.outcome == "failed" and self._first_failure is None and not self._shutting_down:
+        outcome = runner.outcome
+        if outcome is Outcome.FAILED and self._first_failure is None and not self._shutting_down:
             self._first_failure = status or ExitStatus(code=1)
-        if svc.critical and not self._shutting_down:
-            ended = runner.outcome in ("failed", "never-started") or (
-                runner.outcome == "completed" and not svc.oneshot
-            )
+        if svc.critical and not self._shutting_down and outcome is not None:
+            ended = outcome in _FAILURES or (outcome is Outcome.COMPLETED and not svc.oneshot)
             if ended:
-                if runner.outcome == "never-started" or status is None:
+                if outcome is Outcome.NEVER_STARTED or status is None:
                     self._critical = ExitStatus(code=1)
                 else:
                     self._critical = status
-                self.log.error(
-                    "critical_service_ended", service=runner.name, outcome=runner.outcome
-                )
+                self.log.error("critical_service_ended", service=runner.name, outcome=outcome.value)
                 self.request_shutdown(f"critical service {runner.name} ended")
                 return
         if all(r.finished.is_set() for r in self.runners.values()):
@@ -397,8 +406,7 @@ class Supervisor:
                     self._root.start_soon(self._reload_on_signal)
             elif signum in forward:
                 for runner in self.runners.values():
-                    if runner.child is not None:
-                        procs.signal_group(runner.child.pgid, signum)
+                    runner.signal(signum)
 
     # -- the exit code (SPEC §2, §11) ---------------------------------------------
 

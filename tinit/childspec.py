@@ -1,0 +1,153 @@
+"""How a service's main process is to start, as a value: a function of its config.
+
+The service runner opens the run's descriptors (pipes, stdin, the cgroup's
+``cgroup.procs``); everything else about the child -- its environment, user,
+groups, capabilities, namespaces, parent-death signal -- follows from the
+service's config and the few facts about tinit passed in here, and is built
+into a :class:`~tinit.spawn.ChildSpec` without trio, a fork or any state, so
+it can be checked on its own. Only user and group names are looked up on this
+machine (the account databases), as the config checker does.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import signal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from .config import Namespaces
+from .errors import SpawnError
+from .privileges import resolve as resolve_privileges
+from .spawn import ChildSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .config import Service
+    from .privileges import Privileges
+
+#: Environment variables a runtime may hand to tinit that only ever mean
+#: something to tinit itself: a service gets them only when its ``env:`` sets them.
+RUNTIME_ONLY: Final = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+#: a service with these shares tinit's namespaces: nothing to set up
+_HOST_NAMESPACES: Final = Namespaces()
+
+
+@dataclass(frozen=True, slots=True)
+class RunFds:
+    """The descriptors tinit opened for one run, as the child is to get them."""
+
+    stdin: int
+    stdout: int
+    stderr: int
+    #: extra fds: child fd number -> fd in tinit (the notify_fd probe's pipe)
+    passed: Mapping[int, int] = field(default_factory=dict)
+    #: the run's ``cgroup.procs``, which the child writes itself into; None without cgroups
+    cgroup_procs: int | None = None
+
+
+def open_stdin(path: str | None) -> int:
+    """The service's stdin: its ``stdin:`` file, or /dev/null."""
+    return os.open(path or os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def environment(service: Service, inherited: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The service's environment, without what only tinit's runtime meant for tinit.
+
+    ``inherited`` is tinit's own environment (``os.environ`` by default): a
+    runtime-only variable is dropped when it is the one tinit inherited, and
+    kept when the service's ``env:`` or an env file set it to its own value.
+    """
+    inherited = os.environ if inherited is None else inherited
+    env = dict(service.environment)
+    for key in RUNTIME_ONLY:
+        if key not in service.env and env.get(key) == inherited.get(key):
+            env.pop(key, None)
+    return env
+
+
+def build(
+    service: Service,
+    fds: RunFds,
+    *,
+    pid1: bool,
+    inherited: Mapping[str, str] | None = None,
+) -> ChildSpec:
+    """The spec of one run of ``service``; raises SpawnError for an unknown user or group.
+
+    ``pid1`` says whether tinit is PID 1: otherwise the child is to die with
+    tinit (parent-death signal), as nothing would be left to stop it.
+    """
+    env = environment(service, inherited)
+    privileges = _privileges(service, env)  # may set HOME, USER and LOGNAME in env
+    return ChildSpec(
+        argv=service.command,
+        env=env,
+        stdin=fds.stdin,
+        stdout=fds.stdout,
+        stderr=fds.stderr,
+        pass_fds=dict(fds.passed),
+        new_session=True,
+        cwd=service.workdir,
+        umask=service.umask,
+        privileges=privileges,
+        cgroup_procs=fds.cgroup_procs,
+        namespaces=None if service.namespaces == _HOST_NAMESPACES else service.namespaces,
+        pdeathsig=None if pid1 else signal.SIGKILL,
+    )
+
+
+def _privileges(service: Service, env: dict[str, str]) -> Privileges | None:
+    """User, groups and capabilities to switch to, None when nothing changes.
+
+    With a ``user:``, ``HOME``, ``USER`` and ``LOGNAME`` in ``env`` become
+    that user's, unless the service's ``env:`` sets them.
+    """
+    uid = gid = None
+    groups: list[int] | None = None
+    if service.user is not None:
+        entry = user_entry(service.user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+        groups = os.getgrouplist(entry.pw_name, gid) if entry.pw_name else [gid]
+        for key, value in (
+            ("HOME", entry.pw_dir),
+            ("USER", entry.pw_name),
+            ("LOGNAME", entry.pw_name),
+        ):
+            if key not in service.env and value:
+                env[key] = value
+    if service.group is not None:
+        gid = group_id(service.group)
+        groups = groups if groups is not None else [gid]
+    caps = service.capabilities
+    if uid is None and gid is None and not caps.add and not caps.drop and not service.no_new_privs:
+        return None
+    return resolve_privileges(
+        caps, uid=uid, gid=gid, groups=groups, no_new_privs=service.no_new_privs
+    )
+
+
+def user_entry(name: str) -> pwd.struct_passwd:
+    """The account of a user name or number; a number without an account stands for itself."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        if name.isdigit():
+            try:
+                return pwd.getpwuid(int(name))
+            except KeyError:
+                return pwd.struct_passwd((name, "x", int(name), int(name), "", "/", "/bin/sh"))
+        raise SpawnError(name, 0, f"unknown user {name!r}", "switch user") from None
+
+
+def group_id(name: str) -> int:
+    """The gid of a group name or number."""
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        if name.isdigit():
+            return int(name)
+        raise SpawnError(name, 0, f"unknown group {name!r}", "switch group") from None
