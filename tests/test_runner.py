@@ -8,8 +8,7 @@ runner did to it at which mock time. Nothing else is faked; the health
 probes are real TCP probes against a listener of the test. With trio's
 autojump clock a minute of backoff takes no real time, so the schedule is
 checked exactly, where the end-to-end tests (test_services.py) can only
-check it loosely. The last tests build child specs (childspec.py), which
-needs no trio at all.
+check it loosely.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import pytest
 import trio
 import trio.testing
 
-from tinit import childspec
 from tinit.config import parse_config
 from tinit.errors import SpawnError
 from tinit.logs import make_logger
@@ -751,46 +749,3 @@ async def test_what_operators_read_of_a_runner(autojump_clock: trio.testing.Mock
     assert stopped["state"] == "stopped"
     assert (stopped["pid"], stopped["uptime"], stopped["ready"]) == (None, None, False)
     assert stopped["last_exit"] == {"exit_code": None, "signal": "SIGTERM"}
-
-
-# -- the child spec: plain values, no trio --------------------------------------
-
-
-def test_child_spec_is_built_from_the_service_alone() -> None:
-    svc = service("""
-        command: [fake, --flag]
-        workdir: /srv
-        umask: "027"
-        env: {A: "1", NOTIFY_SOCKET: /mine}
-    """)
-    fds = childspec.RunFds(stdin=10, stdout=11, stderr=12, passed={3: 13}, cgroup_procs=14)
-    inherited = {"LISTEN_FDS": "2", "NOTIFY_SOCKET": "/run/theirs"}
-    spec = childspec.build(svc, fds, pid1=False, inherited=inherited)
-    assert spec.argv == ("fake", "--flag")
-    assert (spec.stdin, spec.stdout, spec.stderr, spec.cgroup_procs) == (10, 11, 12, 14)
-    assert spec.pass_fds == {3: 13}
-    assert spec.cwd == "/srv"
-    assert spec.umask == 0o027
-    assert spec.pdeathsig == SIGKILL
-    assert spec.privileges is None
-    assert spec.namespaces is None
-    assert spec.env["A"] == "1"
-    assert spec.env["NOTIFY_SOCKET"] == "/mine"  # the service's own value stays
-    assert childspec.build(svc, fds, pid1=True).pdeathsig is None
-
-
-def test_runtime_only_variables_tinit_inherited_do_not_reach_services() -> None:
-    text = "version: 1\nservices:\n  svc: {command: fake}\n"
-    inherited = {"PATH": "/bin", "LISTEN_FDS": "2", "NOTIFY_SOCKET": "/run/n"}
-    config = parse_config(text, filename="/x/s.yaml", environ=inherited, offline=True)
-    env = childspec.environment(config.services["svc"], inherited)
-    assert env == {"PATH": "/bin"}
-
-
-def test_an_unknown_user_is_a_spawn_error() -> None:
-    svc = service("""
-        command: fake
-        user: no-such-user-here
-    """)
-    with pytest.raises(SpawnError, match="unknown user 'no-such-user-here'"):
-        childspec.build(svc, childspec.RunFds(0, 1, 2), pid1=True)
