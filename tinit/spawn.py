@@ -4,7 +4,7 @@ Why ``os.fork`` from the trio thread instead of ``subprocess`` or
 ``trio.lowlevel.open_process``:
 
 - ``trio.lowlevel.open_process`` spawns from a worker thread and waits for the
-  child itself; both break the single-reaper rule (research/painpoints.md §3).
+  child itself; both break the single-reaper rule (docs/architecture.md).
 - Set-up that must happen *in the child, before exec* -- joining the service's
   cgroup so no early fork escapes it, ``tcsetpgrp`` for the foreground job,
   switching user, the parent-death signal after the switch -- needs code
@@ -29,6 +29,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import signals
 from .errors import SpawnError
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from .reaper import Child, Reaper
 
 # Every signal that has a disposition to reset in the child.
-_RESETTABLE = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
 _ALL_SIGNALS = set(signal.valid_signals())
 _FD_LIMIT = os.sysconf("SC_OPEN_MAX")
 
@@ -199,7 +199,7 @@ def _child_main(  # pragma: no cover - runs in the forked child
         signal.pthread_sigmask(signal.SIG_SETMASK, _ALL_SIGNALS)
         stage = "reset signals"
         signal.set_wakeup_fd(-1)
-        for signum in _RESETTABLE:
+        for signum in signals.RESETTABLE:
             signal.signal(signum, signal.SIG_DFL)
         stage = "setsid"
         if spec.new_session:
@@ -278,24 +278,11 @@ def _init_of_private_pid_namespace(spec: ChildSpec, err_w: int) -> None:  # prag
         _set_pdeathsig(signal.SIGKILL)  # die with this init
         return
     os.close(err_w)  # the service holds it until its exec: EOF then means "started"
-    waited = set(_RESETTABLE) | {signal.SIGCHLD}
-    while True:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                os._exit(1)
-            if pid == 0:
-                break
-            if pid == service:
-                code = os.waitstatus_to_exitcode(status)
-                os._exit(128 - code if code < 0 else code)
-        info = signal.sigwaitinfo(waited)
-        if info.si_signo != signal.SIGCHLD:
-            try:
-                os.killpg(service, info.si_signo)
-            except OSError:
-                pass  # gone: the next SIGCHLD says how
+    # A stand-in for the service: it passes on every signal it can catch.
+    code = signals.relay_until_exit(
+        service, signals.RESETTABLE, lambda signum: os.killpg(service, signum)
+    )
+    os._exit(code)
 
 
 def _report(err_w: int, message: str) -> None:  # pragma: no cover - child only
