@@ -1,4 +1,4 @@
-"""Service output: formats, line assembly, back-pressure, sinks and the ring (SPEC §7)."""
+"""Service output: formats, line assembly, back-pressure, sinks and the ring."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Service output: where each service's stdout and stderr go (SPEC §7).
+"""Service output: where each service's stdout and stderr go.
 
 An `Output` is the output of one run of one service. In ``raw`` and ``null``
 mode the service gets tinit's own descriptors or ``/dev/null`` and tinit never

@@ -56,7 +56,7 @@ class ExitStatus:
         return f"exited with code {self.code}"
 
     def log_fields(self) -> dict[str, object]:
-        """The ``exit_code`` / ``signal`` pair every exit event carries (SPEC §11)."""
+        """The ``exit_code`` / ``signal`` pair every exit event carries."""
         return {
             "exit_code": self.code,
             "signal": None if self.signal is None else signal_name(self.signal),
@@ -64,7 +64,7 @@ class ExitStatus:
 
 
 class State(enum.Enum):
-    """What a service is doing, for status output and events (SPEC §4)."""
+    """What a service is doing, for status output and events."""
 
     PENDING = "pending"  # waiting for its dependencies
     STARTING = "starting"
@@ -151,7 +151,7 @@ def decide(
     max_delay: float,
     jitter: float,
 ) -> Decision:
-    """The restart rule of SPEC §4 and §11, as a pure function.
+    """The restart rule (README, "Restarts"), as a pure function.
 
     ``failures`` counts consecutive failed runs before this one; a run that
     stayed up ``reset_after`` seconds clears it. ``jitter`` is a number in
@@ -180,7 +180,7 @@ def final_exit_code(
     first_failure: ExitStatus | None,
     remap: Mapping[int, int],
 ) -> int:
-    """tinit's exit code in services mode (SPEC §2, §11), ``exit_code_remap`` applied last.
+    """tinit's exit code in services mode (the README's table), ``exit_code_remap`` applied last.
 
     A critical service that ended for good decides it; else a requested
     shutdown is 0, or 137 when something had to be SIGKILLed; else the first

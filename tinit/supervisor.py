@@ -6,7 +6,7 @@
 its life (service.py), and the main task waits until either a shutdown is
 asked for or there is nothing left to supervise.
 
-Shutdown (SPEC §4, §11): every service gets its stop signal only once every
+Shutdown (README, "How tinit behaves"): every service gets its stop signal only once every
 service that depends on it has exited, independent ones in parallel, all
 under one ``shutdown_timeout``; then whatever is left in the namespace (or,
 not PID 1, below tinit) gets SIGTERM and, when the budget runs out, SIGKILL.
@@ -59,7 +59,7 @@ def run_services(
 
 
 def setup_cgroups(config: Config, log: Log) -> Cgroups | None:
-    """Make the cgroup layout as ``settings.cgroups`` says (SPEC §8).
+    """Make the cgroup layout as ``settings.cgroups`` says.
 
     ``auto`` carries on without (or without limits) after ONE warning that
     names what is missing and how to grant it; ``required`` refuses to start
@@ -273,7 +273,7 @@ class Supervisor:
         self._launch(runner.service, previous=runner)
 
     async def reload(self) -> dict[str, list[str]]:
-        """Re-read the config file and apply the difference (SPEC §9).
+        """Re-read the config file and apply the difference.
 
         Raises ConfigError and changes nothing when the new file is invalid.
         Added services start, removed ones stop, changed ones (any key that
@@ -408,7 +408,7 @@ class Supervisor:
                 for runner in self.runners.values():
                     runner.signal(signum)
 
-    # -- the exit code (SPEC §2, §11) ---------------------------------------------
+    # -- the exit code (README, "Exit codes of `tinit run`") ---------------------
 
     def _exit_code(self) -> int:
         return final_exit_code(
