@@ -23,10 +23,13 @@ from typing import Any
 import pytest
 
 from tests.nsrun import ROOT, Tinit, tinit_argv
+from tinit.cli import run_cli
 from tinit.config import Config, parse_config
 from tinit.convert import importing as importers
+from tinit.convert._daemons import daemon_note
 from tinit.convert.supervisord import ConversionError
 from tinit.convert.supervisord import convert as convert_supervisord
+from tinit.state import ExitStatus, decide
 
 FIXTURES = ROOT / "tests" / "supervisord"
 CONFS = sorted(FIXTURES.glob("*.conf"))
@@ -46,6 +49,8 @@ needs_supervisor = pytest.mark.skipif(
     reason="supervisord's Python module (Debian package 'supervisor') is not installed",
 )
 
+#: where the note that raised settings.shutdown_timeout points: the file as a whole
+BUDGET = "(shutdown budget)"
 # Where each fixture's notes point: "[section] option", or "[section]" for a whole section.
 EXPECTED_NOTES: dict[str, set[str]] = {
     "control-servers.conf": {
@@ -81,6 +86,7 @@ EXPECTED_NOTES: dict[str, set[str]] = {
         "[program:app] stderr_logfile",
     },
     "django-celery-redis.conf": {
+        BUDGET,
         "[supervisord] logfile",
         "[program:gunicorn] startsecs",
         "[program:gunicorn] priority",
@@ -97,13 +103,14 @@ EXPECTED_NOTES: dict[str, set[str]] = {
         "[eventlistener:memmon]",
     },
     "groups.conf": {
+        BUDGET,
         "[group:web]",
         "[group:workers]",
         "[group:workers] priority",
         "[program:app] priority",
         "[program:metrics] priority",
     },
-    "include-confd.conf": {"[include] files"},
+    "include-confd.conf": {BUDGET, "[include] files"},
     "legacy-mistakes.conf": {
         "[supervisord] strip_ansi",
         "[program:web] autorestrat",
@@ -126,6 +133,7 @@ EXPECTED_NOTES: dict[str, set[str]] = {
         "[program:relative-log] stdout_logfile",
     },
     "nginx-php-fpm.conf": {
+        BUDGET,
         "[supervisord] pidfile",
         "[unix_http_server]",
         "[rpcinterface:supervisor]",
@@ -180,6 +188,8 @@ def check(document: str, directory: Path = FIXTURES) -> Config:
 def where(note: str, path: Path) -> str:
     """The "[section] option" of a note, with the file named when it is another one."""
     file, place, _ = note.split(": ", 2)
+    if place.startswith("stopping "):
+        return BUDGET
     return place if file == str(path) else f"{os.path.relpath(file, path.parent)}: {place}"
 
 
@@ -225,6 +235,9 @@ def test_fixture_notes_name_exactly_what_did_not_carry_over(path: Path) -> None:
     assert len(notes) == len(set(notes))
     for note in notes:  # each note is also a comment at the top of the YAML
         place = where(note, path)
+        if place == BUDGET:
+            assert "# - stopping " in document
+            continue
         assert f"# - {place}" in document or f"# - {note.split(': ', 1)[0]}" in document
 
 
@@ -455,7 +468,7 @@ def test_environment_is_split_as_supervisord_splits_it(
     [
         ("autorestart=true", {"restart": "always"}),
         ("autorestart=unexpected", {"restart": "on-failure"}),
-        ("", {"restart": "on-failure", "max_restarts": 10}),
+        ("", {"restart": "on-failure", "max_restarts": 3, "reset_after": 1.0}),
         ("autorestart=false", {"restart": "never", "oneshot": False}),
         ("autorestart=false\nstartsecs=0", {"restart": "never", "oneshot": True}),
         ("startsecs=0", {"max_restarts": None}),
@@ -527,7 +540,7 @@ def test_priority_tiers_become_dependencies(tmp_path: Path) -> None:
         "web": {"api": "started"},
         "cron": {"api": "started"},
     }
-    assert sum("priority" in note for note in notes) == 3
+    assert sum("] priority: " in note for note in notes) == 3
 
 
 def test_equal_priorities_give_no_dependencies(tmp_path: Path) -> None:
@@ -651,6 +664,181 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert all("\n" not in p for p in found)
 
 
+# -- faithful by default
+
+
+#: every file tinit import can be given here: the fixtures and the real files of public projects
+#: (conf.d/ holds files that include-confd.conf pulls in, not files of their own)
+ALL_CONFS = sorted(p for p in FIXTURES.rglob("*.conf") if "conf.d" not in p.parts)
+#: the warnings of `tinit check` a file may keep, each with the words of the note that explains it
+EXPLAINED_WARNINGS: dict[str, dict[str, str]] = {}
+
+
+def test_the_real_files_are_there_and_name_their_source() -> None:
+    """Real supervisord.conf files from public projects, each naming its project and license."""
+    real = sorted((FIXTURES / "real").glob("*.conf"))
+    assert len(real) >= 4
+    for path in real:
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("; From ") and "license" in path.read_text().split("[", 1)[0]
+
+
+@pytest.mark.parametrize("path", ALL_CONFS, ids=[str(p.relative_to(FIXTURES)) for p in ALL_CONFS])
+def test_every_imported_file_passes_tinit_check_without_a_warning_left_unexplained(
+    path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tinit import` then `tinit check --offline`: exit 0, and every warning explained on top."""
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(path.parent)
+    out = tmp_path / "services.yaml"
+    assert run_cli(["import", "supervisord", str(path), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert run_cli(["check", "--offline", str(out)]) == 0
+    warnings = capsys.readouterr().err.splitlines()
+    explained = EXPLAINED_WARNINGS.get(path.name, {})
+    header = " ".join(line[4:] for line in out.read_text().splitlines() if line.startswith("# "))
+    for warning in warnings:
+        reason = next((why for what, why in explained.items() if what in warning), None)
+        assert reason is not None, warning
+        assert reason in header, warning
+
+
+def test_a_long_stopwaitsecs_raises_the_shutdown_budget_and_says_what_else_to_raise(
+    tmp_path: Path,
+) -> None:
+    """Laravel's stopwaitsecs=3600 gets the time to stop: in tinit, in Docker and in Kubernetes."""
+    document, notes = convert_file(FIXTURES / "real" / "laravel-queue-worker.conf")
+    config = check(document)
+    assert len(config.services) == 8
+    assert config.settings.shutdown_timeout >= 3600
+    assert not config.warnings
+    assert "settings.shutdown_timeout became 3601s" in notes[0]
+    assert "docker stop -t 3602" in notes[0]
+    assert "terminationGracePeriodSeconds: 3602" in notes[0]
+    assert document.index("docker stop -t 3602") < document.index("version: 1")
+
+
+def test_the_budget_covers_the_longest_chain_of_dependencies(tmp_path: Path) -> None:
+    """Priorities stop one tier after another: their stop_timeouts add up along the chain."""
+    document, notes = convert_text(
+        tmp_path,
+        """
+        [program:db]
+        command=/bin/db
+        priority=1
+        stopwaitsecs=30
+        [program:api]
+        command=/bin/api
+        priority=5
+        stopwaitsecs=20
+        [program:side]
+        command=/bin/side
+        priority=5
+        stopwaitsecs=2
+        """,
+    )
+    config = check(document, tmp_path)
+    assert config.settings.shutdown_timeout == 51
+    assert notes[0].endswith("terminationGracePeriodSeconds: 52")
+    assert "stopping api -> db can take 50s" in notes[0]
+
+
+def test_a_file_that_stops_in_time_keeps_the_default_budget(tmp_path: Path) -> None:
+    document, notes = convert_text(tmp_path, "[program:a]\ncommand=/bin/a\nstopwaitsecs=8\n")
+    assert "shutdown_timeout" not in document
+    assert check(document, tmp_path).settings.shutdown_timeout == 9
+    assert notes == []
+
+
+def restarts_until_given_up(service: Any, uptimes: list[float]) -> list[bool]:
+    """tinit's restart decisions for runs that each fail after ``uptimes`` seconds."""
+    failures, decisions = 0, []
+    for uptime in uptimes:
+        decision = decide(
+            status=ExitStatus(code=1),
+            policy=service.restart,
+            success_codes=service.success_exit_codes,
+            failures=failures,
+            uptime=uptime,
+            reset_after=service.backoff.reset_after,
+            max_restarts=service.max_restarts,
+            initial=service.backoff.initial,
+            factor=service.backoff.factor,
+            max_delay=service.backoff.max,
+            jitter=0.0,
+        )
+        failures = decision.failures
+        decisions.append(decision.restart)
+    return decisions
+
+
+def test_without_startsecs_and_startretries_tinit_restarts_as_supervisord_does(
+    tmp_path: Path,
+) -> None:
+    """supervisord: runs of 1 s or more are restarted forever; 3 quick failures in a row are retried,
+    the 4th gives up (FATAL). The converted service decides the same, except that the exit of a
+    long run counts as the first failure of a new series, where supervisord counts only starts."""
+    document, notes = convert_text(tmp_path, "[program:a]\ncommand=/bin/a\nautorestart=true\n")
+    assert notes == []
+    service = check(document, tmp_path).services["a"]
+    assert restarts_until_given_up(service, [5.0] * 50) == [True] * 50
+    assert restarts_until_given_up(service, [0.2] * 4) == [True, True, True, False]
+    after_a_long_run = [0.2, 0.2, 0.2, 1.5, 0.2, 0.2, 0.2]
+    assert restarts_until_given_up(service, after_a_long_run) == [True] * 6 + [False]
+
+
+@pytest.mark.parametrize(
+    ("command", "foreground"),
+    [
+        ("/usr/sbin/nginx", "nginx -g 'daemon off;'"),
+        ("php-fpm8.2", "php-fpm -F"),
+        ("/usr/sbin/sshd", "sshd -D"),
+        ("apachectl start", "apachectl -D FOREGROUND"),
+        ("/usr/sbin/httpd", "httpd -DFOREGROUND"),
+        ("redis-server /etc/redis.conf --daemonize yes", "redis-server --daemonize no"),
+        ("cron", "cron -f"),
+        ("service mysql start", "in the foreground"),
+        ("/etc/init.d/apache2 start", "in the foreground"),
+        ("gunicorn --daemon app:app", "gunicorn without -D/--daemon"),
+        ("/opt/app/bin/server --daemonize", "drop the flag"),
+        ("gosu www-data nginx", "nginx -g 'daemon off;'"),
+        ("bash -c 'service nginx start && tail -f /var/log/nginx/access.log'", "in the foreground"),
+        ("sh -c 'worker & sleep 5'", "tinit watches only the shell"),
+    ],
+)
+def test_a_command_that_daemonizes_is_noted_with_its_foreground_form(
+    command: str, foreground: str, tmp_path: Path
+) -> None:
+    _, notes = convert_text(tmp_path, f"[program:d]\ncommand={command}\n")
+    [note] = [n for n in notes if "[program:d] command:" in n]
+    assert foreground in note
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "nginx -g 'daemon off;'",
+        "php-fpm -F",
+        "php-fpm7.3 --nodaemonize",
+        "/usr/sbin/sshd -D -e",
+        "apache2ctl -D FOREGROUND",
+        "httpd -DFOREGROUND",
+        "redis-server --daemonize no",
+        "cron -f -l",
+        "crond -f -L 15",
+        "sh -c 'cd /srv && exec app > /tmp/log 2>&1'",
+        "python3 app.py --daemon=false",
+        "x11vnc -display :1 -forever",
+        "service --status-all",
+    ],
+)
+def test_a_foreground_command_is_not_noted(command: str) -> None:
+    import shlex
+
+    assert daemon_note(shlex.split(command)) is None
+
+
 # -- the migration guide
 
 
@@ -711,7 +899,7 @@ def test_run_prints_the_yaml_and_the_notes_on_stderr(capsys: pytest.CaptureFixtu
     lines = err.splitlines()
     assert len(lines) == len(EXPECTED_NOTES[path.name])
     assert f"tinit import: {path}: [program:nginx] priority: 10 comes after 5" in err
-    assert all(line.startswith(f"tinit import: {path}: [") for line in lines)
+    assert all(line.startswith(f"tinit import: {path}: ") for line in lines)
 
 
 def test_run_writes_the_output_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,6 +13,9 @@ Decisions where supervisord and tinit differ:
 - ``startsecs``/``startretries``: tinit counts failures in a row and resets
   the count after ``backoff.reset_after`` up; with ``reset_after: startsecs``
   and ``max_restarts: startretries`` only short runs count, as in supervisord.
+  Both are written even when the file sets neither, with supervisord's
+  defaults (1 s, 3 retries): tinit's own (30 s, 10) would give up on a
+  program that supervisord restarts forever.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import signal
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from tinit.convert import _supervisord_ini as ini
+from tinit.convert._daemons import daemon_note
 from tinit.convert._supervisord_ini import Bad, Expander
 
 if TYPE_CHECKING:
@@ -183,6 +187,9 @@ class Program:
             self.c.problem(self.section, "command", why)
             return
         service["command"] = o.finish(command)
+        daemon = daemon_note(words)
+        if daemon is not None:
+            self.note("command", daemon)
         if words and os.path.basename(words[0]) not in _SHELLS:
             for word in words[1:]:
                 if word in _SHELL_WORDS or _SHELL_SYNTAX.search(word):
@@ -235,7 +242,7 @@ class Program:
                 " limit: max_restarts: null (tinit still backs off between restarts)"
             )
             self.note("startsecs", text)
-        elif startsecs is not None or retries is not None:
+        else:
             seconds = 1 if startsecs is None else startsecs
             service["max_restarts"] = 3 if retries is None else retries
             service["backoff"] = {"reset_after": f"{seconds}s"}

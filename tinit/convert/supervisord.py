@@ -28,6 +28,7 @@ import re
 from typing import TYPE_CHECKING, Any, Final
 
 from tinit.convert import _supervisord_ini as ini
+from tinit.convert._budget import fit_shutdown_budget
 from tinit.convert._render import ConversionError, Finding, render_services
 from tinit.convert._supervisord_ini import Bad, Expander
 from tinit.convert._supervisord_program import CONSOLE, UNKNOWN, Options, Program
@@ -153,10 +154,13 @@ class Converter:
         self._order_by_priority()
         order = {section: index for index, section in enumerate(self.ini.parser.sections())}
         self.notes.sort(key=lambda note: order.get(note.section, -1))
-        document: dict[str, Any] = {"version": 1}
-        if self.settings:
-            document["settings"] = self.settings
+        document: dict[str, Any] = {"version": 1, "settings": self.settings}
         document["services"] = self.services
+        budget = fit_shutdown_budget(document)
+        if budget is not None:
+            self.notes.insert(0, Finding(self.ini.main, "", "", budget))
+        if not document["settings"]:
+            del document["settings"]
         return document
 
     def _group(self, section: str) -> None:
