@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.nsrun import ROOT
-from tinit.convert import IMPORTERS, import_file, supervisord
+from tinit.convert import IMPORTERS, import_file, process_compose, supervisord
 from tinit.convert._render import ConversionError
 
 FIXTURES = ROOT / "tests" / "supervisord"
@@ -42,11 +42,13 @@ def test_the_package_loads_a_format_only_when_asked() -> None:
     code = "from tinit.cli import run_cli\ntry:\n  run_cli(['import', '--help'])\nexcept SystemExit:\n  pass"
     loaded = loaded_after(code)
     assert "tinit.convert.importing" in loaded
-    assert not {"tinit.convert.supervisord", "tinit.convert.kubernetes"} & set(loaded)
+    converters = {"tinit.convert.supervisord", "tinit.convert.process_compose"}
+    assert not {*converters, "tinit.convert.kubernetes"} & set(loaded)
 
 
 def test_each_format_names_a_module_with_convert() -> None:
     assert IMPORTERS["supervisord"].load() is supervisord.convert
+    assert IMPORTERS["process-compose"].load() is process_compose.convert
     for importer in IMPORTERS.values():
         assert callable(importer.load())
 

@@ -8,6 +8,10 @@ Kubernetes objects. The modules:
 - ``_render``: what every importer shares: `Finding` for a note or a problem,
   `ConversionError`, and the services.yaml text with the notes on top;
 - ``supervisord``: supervisord.conf, read by ``_supervisord_ini``;
+- ``process_compose``: process-compose.yaml, each process converted by
+  ``_pc_process`` (with ``_pc_probes`` and ``_pc_values``);
+- ``_budget`` and ``_daemons``: what the importers check in every file: the
+  time the services need to stop, and commands that fork a daemon;
 - ``kubernetes``: the ``tinit export kubernetes`` command and its YAML
   writer, over ``_k8s``, the mapping of services to containers, with
   ``_k8s_ports`` (ports and the Service) and ``_k8s_vars`` (a command's
@@ -52,18 +56,26 @@ class Importer:
 
 IMPORTERS: Final[Mapping[str, Importer]] = {
     "supervisord": Importer("tinit.convert.supervisord", "the supervisord.conf"),
+    "process-compose": Importer("tinit.convert.process_compose", "the process-compose.yaml"),
 }
+#: the largest file an importer reads: a config file, never anywhere near this
+MAX_BYTES: Final = 1024 * 1024
 
 
 def import_file(format: str, path: str) -> tuple[str, list[str]]:
     """The services.yaml converted from the ``format`` file at ``path``, and its notes.
 
     Raises OSError or UnicodeDecodeError when the file can't be read, and
-    `ConversionError` when it can't be converted.
+    `ConversionError` when it can't be converted, or is over `MAX_BYTES`.
     """
-    with open(path, encoding="utf-8") as file:
-        text = file.read()
-    return IMPORTERS[format].load()(text, filename=path)
+    with open(path, "rb") as file:
+        data = file.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        from tinit.convert._render import ConversionError, Finding
+
+        why = f"is larger than {MAX_BYTES // 1024} KiB: not a config file to convert"
+        raise ConversionError([Finding(path, "", "", why)])
+    return IMPORTERS[format].load()(data.decode("utf-8"), filename=path)
 
 
 __all__ = ["IMPORTERS", "Convert", "Importer", "import_file"]

@@ -100,7 +100,8 @@ def render_services(
 
 
 def _dump(document: Mapping[str, Any]) -> str:
-    """Block-style YAML, in the document's key order, lists on one line, no ``&anchors``."""
+    """Block-style YAML, in the document's key order, lists on one line, no ``&anchors``,
+    and text of several lines as a ``|`` block."""
     import yaml
 
     class Dumper(yaml.SafeDumper):
@@ -110,7 +111,13 @@ def _dump(document: Mapping[str, Any]) -> str:
     def flow_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
         return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
 
+    def block_text(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+        # a script of several lines reads best as it was written: a | block
+        style = "|" if "\n" in data.rstrip("\n") and data == data.rstrip(" ") else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
     Dumper.add_representer(list, flow_list)
+    Dumper.add_representer(str, block_text)
     return yaml.dump(
         document,
         Dumper=Dumper,

@@ -1,0 +1,258 @@
+"""One process of a process-compose file: the tinit service it becomes.
+
+`Process` reads one entry of ``processes:`` and reports each note and
+problem to the `Converter` of the whole file, which owns the names and the
+dependencies. The decisions where the two tools differ:
+
+- restarts: process-compose's default is ``restart: no`` and an unlimited
+  ``max_restarts``; tinit's are ``on-failure`` and 10, so both are written.
+  ``backoff_seconds`` is a fixed delay: ``backoff`` with ``factor: 1``.
+- ``exit_on_failure`` and ``exit_on_end`` end process-compose when the
+  process ends: ``critical: true`` does that in tinit.
+- probes: process-compose's readiness probe decides when the process is
+  healthy, which is tinit's ``ready``; its liveness probe is ``health``.
+  Their timings map where tinit has the field, and are noted where not.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Final
+
+from tinit.convert import _pc_values as values
+from tinit.convert._daemons import shell_daemon_note
+from tinit.convert._pc_probes import probe
+from tinit.convert._pc_values import Bad
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tinit.convert.process_compose import Converter
+
+_RESTARTS: Final = {
+    "no": "never",
+    "always": "always",
+    "on_failure": "on-failure",
+    "exit_on_failure": "never",
+}
+_NO_EQUIVALENT: Final = {
+    "namespace": "tinit has no namespaces of services; not converted",
+    "description": "not converted; keep it as a YAML comment",
+    "is_tty": "tinit gives services no terminal; for an interactive program, use tinit run -- CMD",
+    "is_interactive": "tinit gives services no terminal; for an interactive program, use tinit"
+    " run -- CMD",
+    "is_foreground": "tinit gives services no terminal; for an interactive program, use tinit"
+    " run -- CMD",
+    "disable_ansi_colors": "tinit passes the output on unchanged, colours included",
+    "launch_timeout_seconds": "only applies to daemons, which tinit does not run",
+    "is_elevated": "tinit runs services as root, or as user:; it asks for no password",
+    "ready_log_line": "tinit can't wait for a line of output; give it a ready: probe (tcp, http,"
+    " exec) or notify_fd, and depends_on: {NAME: ready}",
+    "log_configuration": "tinit writes the output as it comes, without rotation, fields or"
+    " timestamps; rotate a file with logrotate's copytruncate",
+    "vars": "Go template variables are not evaluated: the {{.VAR}} in the values stay as written",
+    "extends": "not followed; merge what it names into this process",
+    "schedule": "tinit does not run services on a schedule yet; run cron in the container, or"
+    " a service that loops with sleep",
+}
+_KNOWN: Final = frozenset(
+    {
+        "command", "entrypoint", "working_dir", "environment", "depends_on", "availability",
+        "readiness_probe", "liveness_probe", "shutdown", "log_location", "disabled", "is_daemon",
+        "replicas", *_NO_EQUIVALENT,
+    }
+)  # fmt: skip
+
+
+def environment(raw: Any, value: Callable[[Any], str]) -> dict[str, str]:
+    """``environment: [K=V, ...]``, read as process-compose reads it; ``value`` converts each V."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, list):
+        raise Bad("must be a list of KEY=value strings")
+    env: dict[str, str] = {}
+    for item in raw:
+        if not isinstance(item, str) or "=" not in item:
+            raise Bad(f"{item!r} is not KEY=value")
+        name, _, text = item.partition("=")
+        env[name.strip()] = value(text)
+    return env
+
+
+class Process:
+    """One entry of ``processes:``."""
+
+    def __init__(self, c: Converter, name: str, raw: dict[str, Any]) -> None:
+        self.c, self.name, self.raw = c, name, raw
+        self.service: dict[str, Any] = {}
+
+    def note(self, key: str, text: str) -> None:
+        self.c.note(f"processes.{self.name}.{key}", text)
+
+    def problem(self, key: str, text: str) -> None:
+        self.c.problem(f"processes.{self.name}.{key}", text)
+
+    def value(self, raw: Any, key: str) -> str:
+        """A string value outside the command, its variables written for tinit."""
+        return self.c.value(raw, f"processes.{self.name}.{key}")
+
+    def convert(self) -> dict[str, Any]:
+        for key in self.raw:
+            if key not in _KNOWN:
+                self.note(key, "unknown key; not converted")
+            elif key in _NO_EQUIVALENT and self.raw[key] not in (None, False, "", [], {}):
+                self.note(key, _NO_EQUIVALENT[key])
+        steps = (
+            ("command", self._command),
+            ("working_dir", self._workdir),
+            ("environment", self._environment),
+            ("availability", self._availability),
+            ("readiness_probe", lambda: self._probe("readiness_probe", "ready")),
+            ("liveness_probe", lambda: self._probe("liveness_probe", "health")),
+            ("shutdown", self._shutdown),
+            ("log_location", self._output),
+        )
+        for key, step in steps:
+            try:
+                step()
+            except Bad as exc:
+                self.problem(key, str(exc))
+        self._switches()
+        return self.service
+
+    def _command(self) -> None:
+        raw, entrypoint = self.raw.get("command"), self.raw.get("entrypoint")
+        if entrypoint is not None:
+            if not isinstance(entrypoint, list) or not all(isinstance(w, str) for w in entrypoint):
+                raise Bad("entrypoint must be a list of words")
+            words = [values.for_shell(w) for w in entrypoint]
+            if raw is not None:
+                words.append(values.for_shell(str(raw)))
+            self.service["command"] = words
+            return
+        if not isinstance(raw, str) or not raw.strip():
+            raise Bad("is missing or empty; process-compose refuses that too")
+        if values.has_template(raw):
+            self.note("command", values.TEMPLATE_NOTE)
+        command, shell, why = values.command(raw, self.c.shell)
+        self.service["command"] = command
+        if shell:
+            self.service["shell"] = True
+        if why:
+            self.note("command", why)
+        daemon = shell_daemon_note(raw)
+        if daemon:
+            self.note("command", daemon)
+
+    def _workdir(self) -> None:
+        workdir = self.raw.get("working_dir")
+        if workdir is not None:
+            self.service["workdir"] = self.value(workdir, "working_dir")
+            if not str(workdir).startswith(("/", "$")):
+                why = "is relative: tinit reads it from the services.yaml's directory"
+                self.note("working_dir", f"{why}, process-compose from its working directory")
+
+    def _environment(self) -> None:
+        own = environment(self.raw.get("environment"), lambda raw: self.value(raw, "environment"))
+        env = {**self.c.environment, **own}
+        if env:
+            self.service["env"] = env
+
+    def _availability(self) -> None:
+        raw = self.raw.get("availability") or {}
+        if not isinstance(raw, dict):
+            raise Bad("must be a mapping")
+        policy = raw.get("restart", "no")
+        policy = "no" if policy is False else policy  # YAML reads a bare no as false
+        if policy not in _RESTARTS:
+            raise Bad(f"restart: {policy!r} is not one of {', '.join(_RESTARTS)}")
+        self.service["restart"] = _RESTARTS[policy]
+        if policy == "exit_on_failure":
+            self.service["critical"] = True
+            why = (
+                "exit_on_failure became critical: true with restart: never: a failure ends tinit,"
+                " as it ended process-compose; but so does a success, unless it is a oneshot"
+            )
+            self.note("availability.restart", why)
+        if raw.get("exit_on_end"):
+            self.service["critical"] = True
+        if raw.get("exit_on_skipped"):
+            why = "no equivalent: a critical: true service whose dependency failed ends tinit"
+            self.note("availability.exit_on_skipped", why)
+        if self.service["restart"] == "never":
+            return
+        limit = raw.get("max_restarts", 0)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise Bad(f"max_restarts: {limit!r} is not a number of restarts")
+        self.service["max_restarts"] = limit or None
+        if limit:
+            why = (
+                f"tinit gives up after {limit} failures in a row, and forgets them once a run"
+                " lasted backoff.reset_after (30s); process-compose counted every restart"
+            )
+            self.note("availability.max_restarts", why)
+        if "backoff_seconds" in raw:
+            delay = values.seconds(raw["backoff_seconds"])
+            fixed = values.duration(delay)
+            self.service["backoff"] = (
+                {"initial": fixed, "max": fixed, "factor": 1}
+                if delay
+                else {"initial": "0s", "factor": 1}
+            )
+
+    def _probe(self, key: str, target: str) -> None:
+        raw = self.raw.get(key)
+        if raw is not None:
+            converted = probe(self, key, raw, liveness=target == "health")
+            if converted is not None:
+                self.service[target] = converted
+
+    def _shutdown(self) -> None:
+        raw = self.raw.get("shutdown") or {}
+        if not isinstance(raw, dict):
+            raise Bad("must be a mapping")
+        if "signal" in raw:
+            name = values.signal_name(raw["signal"])
+            if name != "SIGTERM":
+                self.service["stop_signal"] = name
+        if "timeout_seconds" in raw:
+            self.service["stop_timeout"] = values.duration(values.seconds(raw["timeout_seconds"]))
+        if raw.get("command"):
+            why = (
+                f"tinit runs no command to stop a service (process-compose ran {raw['command']!r});"
+                " it sends stop_signal, then SIGKILL after stop_timeout"
+            )
+            self.note("shutdown.command", why)
+        if raw.get("parent_only"):
+            self.note("shutdown.parent_only", "tinit always signals the whole process group")
+        for key in raw:
+            if key not in ("signal", "timeout_seconds", "command", "parent_only"):
+                self.note(f"shutdown.{key}", "unknown key; not converted")
+
+    def _output(self) -> None:
+        location = self.raw.get("log_location")
+        if location is None:
+            return
+        path = self.value(location, "log_location")
+        if not path.startswith(("/", "$")):
+            path = os.path.normpath(os.path.join(self.c.here, path))
+            self.note("log_location", "is relative: made absolute from the file's directory")
+        self.service["output"] = f"file:{path}"
+
+    def _switches(self) -> None:
+        if self.raw.get("disabled"):
+            why = "tinit starts every service: remove it if it must not run, or `tinit stop` it"
+            self.note("disabled", why)
+        if self.raw.get("is_daemon"):
+            why = (
+                "tinit watches the process it starts and needs it in the foreground: run the"
+                " program without its daemon option; a forked daemon would never be stopped cleanly"
+            )
+            self.note("is_daemon", why)
+        replicas = self.raw.get("replicas", 1)
+        if replicas not in (None, 1):
+            why = f"tinit runs one process per service: write {replicas} services, one per replica"
+            self.note("replicas", why)
+
+
+__all__ = ["Process"]
