@@ -462,3 +462,16 @@ def test_the_guides_process_compose_example_is_what_the_import_prints() -> None:
     before = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     after = section.split("becomes\n\n```yaml\n", 1)[1].split("```", 1)[0]
     assert convert(before, filename="process-compose.yaml")[0] == after
+
+
+def test_yaml_aliases_that_multiply_a_value_stay_short_in_messages(tmp_path: Path) -> None:
+    """A few lines of aliases make a list of millions of items: a message names it, never prints it."""
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for previous, name in zip("abcdefg", "bcdefgh", strict=True):
+        levels.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
+    text = "\n".join([*levels, "processes:", "  p: {command: *h, environment: *h}", ""])
+    found = problems(tmp_path, text)
+    assert found == [
+        "processes.p.command: is missing or empty; process-compose refuses that too",
+        "processes.p.environment: a list is not KEY=value",
+    ]

@@ -61,7 +61,7 @@ def probe(p: Process, key: str, raw: Any, *, liveness: bool) -> dict[str, Any] |
 
 def _count(raw: Any) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
-        raise Bad(f"{raw!r} is not a count of 1 or more")
+        raise Bad(f"{values.show(raw)} is not a count of 1 or more")
     return raw
 
 
@@ -85,7 +85,9 @@ def _check(p: Process, key: str, raw: dict[str, Any]) -> dict[str, Any] | None:
 def _http(p: Process, key: str, spec: Any) -> dict[str, Any] | None:
     if not isinstance(spec, dict):
         raise Bad(f"{key}.http_get must be a mapping")
-    parts = {name: str(spec.get(name, default)) for name, default in _HTTP_DEFAULTS.items()}
+    parts = {
+        name: values.scalar(spec.get(name, default)) for name, default in _HTTP_DEFAULTS.items()
+    }
     if any(values.has_template(text) for text in parts.values()):
         why = "holds a Go template ({{...}}), which is not evaluated: the probe is left out"
         p.note(f"{key}.http_get", why)

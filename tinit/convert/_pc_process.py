@@ -73,7 +73,7 @@ def environment(raw: Any, value: Callable[[Any], str]) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in raw:
         if not isinstance(item, str) or "=" not in item:
-            raise Bad(f"{item!r} is not KEY=value")
+            raise Bad(f"{values.show(item)} is not KEY=value")
         name, _, text = item.partition("=")
         env[name.strip()] = value(text)
     return env
@@ -127,7 +127,7 @@ class Process:
                 raise Bad("entrypoint must be a list of words")
             words = [values.for_shell(w) for w in entrypoint]
             if raw is not None:
-                words.append(values.for_shell(str(raw)))
+                words.append(values.for_shell(values.scalar(raw)))
             self.service["command"] = words
             return
         if not isinstance(raw, str) or not raw.strip():
@@ -164,8 +164,8 @@ class Process:
             raise Bad("must be a mapping")
         policy = raw.get("restart", "no")
         policy = "no" if policy is False else policy  # YAML reads a bare no as false
-        if policy not in _RESTARTS:
-            raise Bad(f"restart: {policy!r} is not one of {', '.join(_RESTARTS)}")
+        if not isinstance(policy, str) or policy not in _RESTARTS:
+            raise Bad(f"restart: {values.show(policy)} is not one of {', '.join(_RESTARTS)}")
         self.service["restart"] = _RESTARTS[policy]
         if policy == "exit_on_failure":
             self.service["critical"] = True
@@ -183,7 +183,7 @@ class Process:
             return
         limit = raw.get("max_restarts", 0)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise Bad(f"max_restarts: {limit!r} is not a number of restarts")
+            raise Bad(f"max_restarts: {values.show(limit)} is not a number of restarts")
         self.service["max_restarts"] = limit or None
         if limit:
             why = (
@@ -218,8 +218,9 @@ class Process:
         if "timeout_seconds" in raw:
             self.service["stop_timeout"] = values.duration(values.seconds(raw["timeout_seconds"]))
         if raw.get("command"):
+            ran = values.show(raw["command"])
             why = (
-                f"tinit runs no command to stop a service (process-compose ran {raw['command']!r});"
+                f"tinit runs no command to stop a service (process-compose ran {ran});"
                 " it sends stop_signal, then SIGKILL after stop_timeout"
             )
             self.note("shutdown.command", why)
@@ -251,7 +252,8 @@ class Process:
             self.note("is_daemon", why)
         replicas = self.raw.get("replicas", 1)
         if replicas not in (None, 1):
-            why = f"tinit runs one process per service: write {replicas} services, one per replica"
+            count = values.show(replicas)
+            why = f"tinit runs one process per service: write {count} services, one per replica"
             self.note("replicas", why)
 
 

@@ -46,6 +46,26 @@ class Bad(Exception):
     """A value process-compose itself would refuse; the message says why."""
 
 
+def show(raw: Any) -> str:
+    """A value for a message, bounded: a list or mapping is named, not printed.
+
+    YAML aliases can make a small file hold a structure far too large to print.
+    """
+    if isinstance(raw, dict):
+        return "a mapping"
+    if isinstance(raw, list):
+        return "a list"
+    text = repr(raw)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def scalar(raw: Any, what: str = "a string") -> str:
+    """``raw`` as text, when it is a string or a number."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise Bad(f"{show(raw)} is not {what}")
+    return str(raw)
+
+
 def has_template(text: str) -> bool:
     """Whether ``text`` holds a Go template (``{{.VAR}}``), which the import leaves as it is."""
     return _TEMPLATE.search(text) is not None
@@ -109,15 +129,15 @@ def signal_name(raw: Any) -> str:
             raise ValueError
         if isinstance(raw, int):
             return signal.Signals(raw).name
-        text = str(raw).strip().upper()
+        text = scalar(raw, "a signal").strip().upper()
         return signal.Signals[text if text.startswith("SIG") else f"SIG{text}"].name
     except (ValueError, KeyError):
-        raise Bad(f"{raw!r} is not a signal") from None
+        raise Bad(f"{show(raw)} is not a signal") from None
 
 
 def seconds(raw: Any, *, what: str = "a number of seconds") -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
-        raise Bad(f"{raw!r} is not {what}")
+        raise Bad(f"{show(raw)} is not {what}")
     return float(raw)
 
 

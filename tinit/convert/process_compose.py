@@ -112,9 +112,7 @@ class Converter:
 
     def value(self, raw: Any, where: str) -> str:
         """A string value outside a command, its variables written for tinit (noted once)."""
-        if not isinstance(raw, str | int | float) or isinstance(raw, bool):
-            raise Bad(f"{raw!r} is not a string")
-        text, names = values.value(str(raw), expand=self.expand)
+        text, names = values.value(values.scalar(raw), expand=self.expand)
         self.variables.update(names)
         if values.has_template(text):
             self.note(where, values.TEMPLATE_NOTE)
@@ -161,16 +159,21 @@ class Converter:
                 self.note(key, _GLOBAL_NOTES[key])
         level = self.data.get("log_level")
         if level is not None:
-            if str(level).lower() not in values.LOG_LEVELS:
-                self.problem("log_level", f"{level!r} is not a log level")
-            elif values.LOG_LEVELS[str(level).lower()] != "info":
-                settings["log_level"] = values.LOG_LEVELS[str(level).lower()]
+            name = values.LOG_LEVELS.get(str(level).lower()) if isinstance(level, str) else None
+            if name is None:
+                self.problem("log_level", f"{values.show(level)} is not a log level")
+            elif name != "info":
+                settings["log_level"] = name
         shell = self.data.get("shell")
         if isinstance(shell, dict):
-            command = str(shell.get("shell_command", "bash"))
-            argument = str(shell.get("shell_argument", "-c"))
-            if (os.path.basename(command), argument) != ("bash", "-c"):
-                self.shell = (command, argument)
+            try:
+                command = values.scalar(shell.get("shell_command", "bash"))
+                argument = values.scalar(shell.get("shell_argument", "-c"))
+            except Bad as exc:
+                self.problem("shell", str(exc))
+            else:
+                if (os.path.basename(command), argument) != ("bash", "-c"):
+                    self.shell = (command, argument)
         elif shell is not None:
             self.problem("shell", "must be a mapping with shell_command and shell_argument")
         try:
@@ -203,13 +206,12 @@ class Converter:
         service = services[self.names[name]]
         wanted: dict[str, str] = {}
         for dep, spec in raw.items():
-            condition = (
-                (spec or {}).get("condition", "process_started") if isinstance(spec, dict) else None
-            )
-            if condition not in _CONDITIONS:
+            spec = {} if spec is None else spec
+            condition = spec.get("condition", "process_started") if isinstance(spec, dict) else spec
+            if not isinstance(condition, str) or condition not in _CONDITIONS:
                 self.problem(
                     f"{where}.{dep}",
-                    f"condition {condition!r} is not one of {', '.join(_CONDITIONS)}",
+                    f"condition {values.show(condition)} is not one of {', '.join(_CONDITIONS)}",
                 )
                 continue
             if str(dep) not in self.names:
