@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.nsrun import ROOT, tinit_argv
+from tests.nsrun import ROOT, Tinit, tinit_argv
 from tinit.cli import run_cli
 from tinit.config import Config, ExecProbe, HttpProbe, TcpProbe, parse_config
 from tinit.convert import MAX_BYTES, import_file
@@ -174,6 +177,48 @@ def test_the_projects_services_keep_their_dependencies_and_probes(tmp_path: Path
     backend = config.services["Backend"]
     assert backend.ready is not None and backend.ready.interval == 1 and backend.ready.timeout == 5
     assert all(s.restart == "never" for s in config.services.values())
+
+
+RUNNABLE = """
+version: "0.5"
+environment: [GREETING=hello]
+processes:
+  setup:
+    command: "echo setup done for $GREETING && exit 0"
+  app:
+    command: "echo app sees ${GREETING:-nobody} in ${PLACE}; exec sleep 1000"
+    environment: [PLACE=the container]
+    depends_on:
+      setup: {condition: process_completed_successfully}
+    availability: {restart: on_failure}
+    shutdown: {signal: 15, timeout_seconds: 3}
+"""
+
+
+def test_a_converted_file_runs_under_tinit_and_stops_cleanly(tmp_path: Path) -> None:
+    """tinit as PID 1 runs the converted file: the setup task first, then the app, whose shell
+    reads the variables process-compose would have put in; a SIGTERM ends it with 0."""
+    document, _ = convert_text(tmp_path, RUNNABLE)
+    config = tmp_path / "services.yaml"
+    config.write_text(document)
+    out_path = tmp_path / "out"
+    socket = Path(os.environ.get("TMPDIR", "/tmp")) / f"tinit-pc-{os.getpid()}.sock"
+    expected = {"setup | setup done for hello", "app   | app sees hello in the container"}
+    with out_path.open("wb") as out:
+        tinit = Tinit("run", "--control-socket", str(socket), str(config), stdout=out)
+        deadline = time.monotonic() + 30
+        while not expected <= set(out_path.read_text().splitlines()):
+            assert time.monotonic() < deadline, out_path.read_text()
+            assert tinit.proc.poll() is None, out_path.read_text()
+            time.sleep(0.05)
+        tinit.signal(signal.SIGTERM)
+        code, _, err = tinit.wait(30)
+    socket.unlink(missing_ok=True)
+    assert code == 0, err
+    lines = out_path.read_text().splitlines()
+    assert lines.index("setup | setup done for hello") < lines.index(
+        "app   | app sees hello in the container"
+    )
 
 
 # -- how keys map
