@@ -245,6 +245,19 @@ def test_a_command_runs_with_a_shell_only_when_it_needs_one(
     assert service(tmp_path, text).command == expected
 
 
+def test_an_entrypoint_is_the_exact_argv(tmp_path: Path) -> None:
+    """process-compose runs an entrypoint without a shell, and ignores command then."""
+    text = """
+    processes:
+      app: {entrypoint: [/bin/app, --port, "8080"], command: ignored, success_exit_codes: [0, 3]}
+    """
+    document, notes = convert_text(tmp_path, text)
+    app = check(document, tmp_path).services["app"]
+    assert app.command == ("/bin/app", "--port", "8080")
+    assert app.success_exit_codes == frozenset({0, 3})
+    assert any("processes.app.command: ignored" in note for note in notes)
+
+
 def test_the_files_own_shell_runs_the_commands(tmp_path: Path) -> None:
     text = """
     shell: {shell_command: zsh, shell_argument: -c}

@@ -805,6 +805,7 @@ def test_without_startsecs_and_startretries_tinit_restarts_as_supervisord_does(
         ("gosu www-data nginx", "nginx -g 'daemon off;'"),
         ("bash -c 'service nginx start && tail -f /var/log/nginx/access.log'", "in the foreground"),
         ("sh -c 'worker & sleep 5'", "tinit watches only the shell"),
+        ("docker run -d --name web nginx", "docker run without -d"),
     ],
 )
 def test_a_command_that_daemonizes_is_noted_with_its_foreground_form(

@@ -108,6 +108,8 @@ _RULES: Final[dict[str, Rule]] = {
     "x11vnc": Rule(_has("-bg"), "x11vnc without -bg"),
     "websockify": Rule(_has("-D", "--daemon"), "websockify without -D"),
     "postfix": Rule(_postfix, "postfix start-fg"),
+    "docker": Rule(_has("-d", "--detach"), "docker run without -d (with --rm, and --init)"),
+    "podman": Rule(_has("-d", "--detach"), "podman run without -d (with --rm)"),
     "pg_ctl": Rule(_pg_ctl, "postgres -D DATADIR (pg_ctl start forks it)"),
 }
 _GENERIC_FLAGS: Final = ("--daemon", "--daemonize", "--detach", "--background")

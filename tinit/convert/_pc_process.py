@@ -59,7 +59,7 @@ _KNOWN: Final = frozenset(
     {
         "command", "entrypoint", "working_dir", "environment", "depends_on", "availability",
         "readiness_probe", "liveness_probe", "shutdown", "log_location", "disabled", "is_daemon",
-        "replicas", *_NO_EQUIVALENT,
+        "replicas", "success_exit_codes", *_NO_EQUIVALENT,
     }
 )  # fmt: skip
 
@@ -77,6 +77,10 @@ def environment(raw: Any, value: Callable[[Any], str]) -> dict[str, str]:
         name, _, text = item.partition("=")
         env[name.strip()] = value(text)
     return env
+
+
+def _exit_code(raw: Any) -> bool:
+    return isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 255
 
 
 class Process:
@@ -106,6 +110,7 @@ class Process:
             ("command", self._command),
             ("working_dir", self._workdir),
             ("environment", self._environment),
+            ("success_exit_codes", self._exit_codes),
             ("availability", self._availability),
             ("readiness_probe", lambda: self._probe("readiness_probe", "ready")),
             ("liveness_probe", lambda: self._probe("liveness_probe", "health")),
@@ -125,10 +130,10 @@ class Process:
         if entrypoint is not None:
             if not isinstance(entrypoint, list) or not all(isinstance(w, str) for w in entrypoint):
                 raise Bad("entrypoint must be a list of words")
-            words = [values.for_shell(w) for w in entrypoint]
+            # process-compose runs the entrypoint as it is, and then ignores command
+            self.service["command"] = [values.for_shell(w) for w in entrypoint]
             if raw is not None:
-                words.append(values.for_shell(values.scalar(raw)))
-            self.service["command"] = words
+                self.note("command", "ignored, as process-compose ignores it under entrypoint")
             return
         if not isinstance(raw, str) or not raw.strip():
             raise Bad("is missing or empty; process-compose refuses that too")
@@ -157,6 +162,14 @@ class Process:
         env = {**self.c.environment, **own}
         if env:
             self.service["env"] = env
+
+    def _exit_codes(self) -> None:
+        codes = self.raw.get("success_exit_codes")
+        if codes is None:
+            return
+        if not isinstance(codes, list) or not all(_exit_code(c) for c in codes) or not codes:
+            raise Bad("must be a list of exit codes from 0 to 255")
+        self.service["success_exit_codes"] = sorted(set(codes))
 
     def _availability(self) -> None:
         raw = self.raw.get("availability") or {}
