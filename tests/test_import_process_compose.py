@@ -246,16 +246,33 @@ def test_a_command_runs_with_a_shell_only_when_it_needs_one(
 
 
 def test_an_entrypoint_is_the_exact_argv(tmp_path: Path) -> None:
-    """process-compose runs an entrypoint without a shell, and ignores command then."""
+    """process-compose runs an entrypoint without a shell; 0 stays among the success codes."""
     text = """
     processes:
-      app: {entrypoint: [/bin/app, --port, "8080"], command: ignored, success_exit_codes: [0, 3]}
+      app: {entrypoint: [/bin/app, --port, "8080"], success_exit_codes: [3]}
     """
-    document, notes = convert_text(tmp_path, text)
-    app = check(document, tmp_path).services["app"]
+    app = service(tmp_path, text)
     assert app.command == ("/bin/app", "--port", "8080")
     assert app.success_exit_codes == frozenset({0, 3})
-    assert any("processes.app.command: ignored" in note for note in notes)
+
+
+def test_a_command_wins_over_an_entrypoint(tmp_path: Path) -> None:
+    """As in process-compose, which warns and runs the command."""
+    text = "processes:\n  app: {entrypoint: [/bin/other], command: /bin/app --x}\n"
+    document, notes = convert_text(tmp_path, text)
+    assert check(document, tmp_path).services["app"].command == ("/bin/app", "--x")
+    assert any("processes.app.entrypoint: ignored" in note for note in notes)
+
+
+def test_x_keys_are_left_alone_and_env_file_carries_over(tmp_path: Path) -> None:
+    text = """
+    x-common: {anything: 1}
+    processes:
+      app: {command: /bin/app, env_file: /dev/null, x-note: kept out}
+    """
+    document, notes = convert_text(tmp_path, text)
+    assert notes == []
+    assert check(document, tmp_path).services["app"].env_file == ("/dev/null",)
 
 
 def test_the_files_own_shell_runs_the_commands(tmp_path: Path) -> None:

@@ -54,12 +54,20 @@ _NO_EQUIVALENT: Final = {
     "extends": "not followed; merge what it names into this process",
     "schedule": "tinit does not run services on a schedule yet; run cron in the container, or"
     " a service that loops with sleep",
+    "is_disabled": "tinit starts every service: remove it if it must not run, or `tinit stop` it",
+    "watch": "tinit doesn't restart a service when files change; `tinit restart NAME` does",
+    "mcp": "tinit runs no MCP server",
+    "truncate_log": "tinit appends to an output file; empty it before it starts if you need to",
+    "monitor_for": "tinit doesn't watch a service's output for activity or silence",
+    "monitor_silence_threshold": "tinit doesn't watch a service's output for activity or silence",
 }
+#: keys with nothing to convert: tinit never reads .env, nor evaluates templates
+_NOTHING_TO_DO: Final = frozenset({"is_dotenv_disabled", "is_template_disabled"})
 _KNOWN: Final = frozenset(
     {
         "command", "entrypoint", "working_dir", "environment", "depends_on", "availability",
         "readiness_probe", "liveness_probe", "shutdown", "log_location", "disabled", "is_daemon",
-        "replicas", "success_exit_codes", *_NO_EQUIVALENT,
+        "replicas", "success_exit_codes", "env_file", *_NO_EQUIVALENT, *_NOTHING_TO_DO,
     }
 )  # fmt: skip
 
@@ -102,6 +110,8 @@ class Process:
 
     def convert(self) -> dict[str, Any]:
         for key in self.raw:
+            if str(key).startswith("x-"):
+                continue  # an extension: process-compose ignores it too
             if key not in _KNOWN:
                 self.note(key, "unknown key; not converted")
             elif key in _NO_EQUIVALENT and self.raw[key] not in (None, False, "", [], {}):
@@ -127,13 +137,13 @@ class Process:
 
     def _command(self) -> None:
         raw, entrypoint = self.raw.get("command"), self.raw.get("entrypoint")
-        if entrypoint is not None:
-            if not isinstance(entrypoint, list) or not all(isinstance(w, str) for w in entrypoint):
+        if entrypoint is not None and raw:
+            self.note("entrypoint", "ignored, as process-compose ignores it when command is set")
+        elif entrypoint is not None:
+            if not isinstance(entrypoint, list) or not entrypoint:
                 raise Bad("entrypoint must be a list of words")
-            # process-compose runs the entrypoint as it is, and then ignores command
-            self.service["command"] = [values.for_shell(w) for w in entrypoint]
-            if raw is not None:
-                self.note("command", "ignored, as process-compose ignores it under entrypoint")
+            # process-compose runs an entrypoint as it is, without a shell
+            self.service["command"] = [values.for_shell(values.scalar(w)) for w in entrypoint]
             return
         if not isinstance(raw, str) or not raw.strip():
             raise Bad("is missing or empty; process-compose refuses that too")
@@ -162,6 +172,13 @@ class Process:
         env = {**self.c.environment, **own}
         if env:
             self.service["env"] = env
+        env_file = self.raw.get("env_file")
+        if env_file:
+            path = self.value(env_file, "env_file")
+            self.service["env_file"] = [path]
+            if not path.startswith(("/", "$")):
+                why = "is relative: tinit reads it from the services.yaml's directory"
+                self.note("env_file", f"{why}, process-compose from its working directory")
 
     def _exit_codes(self) -> None:
         codes = self.raw.get("success_exit_codes")
@@ -169,7 +186,7 @@ class Process:
             return
         if not isinstance(codes, list) or not all(_exit_code(c) for c in codes) or not codes:
             raise Bad("must be a list of exit codes from 0 to 255")
-        self.service["success_exit_codes"] = sorted(set(codes))
+        self.service["success_exit_codes"] = sorted({0, *codes})  # 0 stays a success
 
     def _availability(self) -> None:
         raw = self.raw.get("availability") or {}

@@ -153,6 +153,8 @@ class Converter:
     def _globals(self) -> dict[str, Any]:
         settings: dict[str, Any] = {}
         for key in self.data:
+            if str(key).startswith("x-"):
+                continue  # an extension: process-compose ignores it too
             if key not in _GLOBAL_KNOWN:
                 self.note(str(key), "unknown key; not converted")
             elif key in _GLOBAL_NOTES:
