@@ -400,6 +400,7 @@ def test_every_tinit_module_is_frozen(image: str) -> None:
         ("check", "--json", "--offline", "configs/reference.yaml"),
         ("export", "kubernetes", "configs/webapp-redis.yaml"),
         ("import", "supervisord", "tests/supervisord/cron-and-app.conf"),
+        ("import", "process-compose", "tests/process_compose/izanami.yaml"),
     ],
 )
 def test_the_lazily_loaded_subcommands_run(image: str, args: tuple[str, ...]) -> None:
