@@ -35,6 +35,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,6 +62,7 @@ from _common import (
     percentile,
     proc_status,
     pss_kib,
+    snapshot_tinit,
     status_kib,
     takes_signal,
     threads,
@@ -762,7 +764,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--json", metavar="OUT", type=Path, help="write the raw numbers here")
+    parser.add_argument(
+        "--tinit-ref",
+        metavar="REF",
+        help="also measure tinit as committed at REF, as one more column of the same run",
+    )
     args = parser.parse_args(argv)
+    if args.tinit_ref:
+        with tempfile.TemporaryDirectory(prefix="tinit-pid1-") as tmp:
+            snapshot = snapshot_tinit(args.tinit_ref, Path(tmp))
+            log(snapshot.label)
+            _add_column(f"tinit {args.tinit_ref}", [*snapshot.command, "run", "--"])
+            return _run(args)
+    return _run(args)
+
+
+def _add_column(name: str, prefix: list[str]) -> None:
+    """One more init to measure beside the others (``--tinit-ref``)."""
+    INITS[name] = prefix
+    WITH_FLOOR.clear()
+    WITH_FLOOR.update({**INITS, NO_INIT: []})
+    COLUMNS[:] = [*INITS, NO_INIT]
+
+
+def _run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("bench/pid1.py: run as root (it makes PID namespaces)", file=sys.stderr)
         return 2
