@@ -2,8 +2,9 @@
 
 They run once every service has been read, on drafts that keep the nodes to
 report at. Each check reports every problem it finds, like the rest of the
-loader: a missing dependency, each cycle once, a dependency chain that can't
-stop within ``settings.shutdown_timeout``.
+loader: a missing dependency, each cycle once, a dependency chain whose
+explicit stop_timeouts can't fit in ``settings.shutdown_timeout``. None of
+them recurses: a long chain of services is walked with a stack of its own.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Draft:
     service: Service
     name_node: yaml.Node
     dependencies: dict[str, tuple[yaml.Node, yaml.Node | None]]
+    #: the stop_timeout the file sets; None when it is left at its default
+    stop_timeout: float | None = None
 
 
 def check_dependencies(r: Reader, drafts: dict[str, Draft]) -> None:
@@ -57,24 +60,25 @@ def check_cycles(r: Reader, drafts: dict[str, Draft]) -> bool:
         for name, draft in drafts.items()
     }
     done: set[str] = set()
-    stack: list[str] = []
     cycles: set[tuple[str, ...]] = set()
-
-    def visit(name: str) -> None:
-        stack.append(name)
-        for dep in graph[name]:
-            if dep in stack:
-                cycle = stack[stack.index(dep) :]
-                first = min(range(len(cycle)), key=lambda i: order[cycle[i]])
-                cycles.add(tuple(cycle[first:] + cycle[:first]))
+    for root in drafts:
+        if root in done:
+            continue
+        # Depth first without recursion: a chain of a thousand services is no limit.
+        stack = [root]
+        pending = [iter(graph[root])]
+        while pending:
+            dep = next(pending[-1], None)
+            if dep is None:
+                done.add(stack.pop())
+                pending.pop()
+            elif dep in stack:
+                found = stack[stack.index(dep) :]
+                first = min(range(len(found)), key=lambda i: order[found[i]])
+                cycles.add(tuple(found[first:] + found[:first]))
             elif dep not in done:
-                visit(dep)
-        stack.pop()
-        done.add(name)
-
-    for name in drafts:
-        if name not in done:
-            visit(name)
+                stack.append(dep)
+                pending.append(iter(graph[dep]))
     for cycle in sorted(cycles, key=lambda c: [order[n] for n in c]):
         node = drafts[cycle[0]].dependencies[cycle[1 % len(cycle)]][0]
         loop = " -> ".join((*cycle, cycle[0]))
@@ -85,24 +89,23 @@ def check_cycles(r: Reader, drafts: dict[str, Draft]) -> bool:
 def check_shutdown_budget(
     r: Reader, drafts: dict[str, Draft], settings: Settings, node: yaml.Node | None
 ) -> None:
-    """Warn when stopping the longest dependency chain, one by one, can't fit.
+    """Warn when the stop_timeouts set along one dependency chain can't fit.
 
-    Oneshots count for nothing: by the time of a shutdown they have usually ended.
+    Only a stop_timeout written in the file counts: one left at its default is
+    cut short by what is left of shutdown_timeout when its turn comes, so it
+    can't make a shutdown overrun. Oneshots count for nothing: by the time of
+    a shutdown they have usually ended. There are no cycles (checked first).
     """
     chains: dict[str, tuple[float, tuple[str, ...]]] = {}
-
-    def chain(name: str) -> tuple[float, tuple[str, ...]]:
-        if name not in chains:
-            service = drafts[name].service
-            deps = [d for d in service.depends_on if d in drafts and d != name]
-            below_total, below = max((chain(d) for d in deps), default=(0.0, ()))
-            if service.oneshot:
-                chains[name] = (below_total, below)
-            else:
-                chains[name] = (service.stop_timeout + below_total, (name, *below))
-        return chains[name]
-
-    total, names = max((chain(name) for name in drafts), default=(0.0, ()))
+    for name in _dependencies_first(drafts):
+        draft = drafts[name]
+        deps = [d for d in draft.service.depends_on if d in drafts and d != name]
+        below_total, below = max((chains[d] for d in deps), default=(0.0, ()))
+        if draft.service.oneshot or draft.stop_timeout is None:
+            chains[name] = (below_total, below)
+        else:
+            chains[name] = (draft.stop_timeout + below_total, (name, *below))
+    total, names = max(chains.values(), default=(0.0, ()))
     budget = settings.shutdown_timeout
     if total <= budget:
         return
@@ -115,3 +118,27 @@ def check_shutdown_budget(
         r.report(node, "settings.shutdown_timeout", message, warning=True)
     else:
         r.report(drafts[names[0]].name_node, f"services.{names[0]}", message, warning=True)
+
+
+def _dependencies_first(drafts: dict[str, Draft]) -> list[str]:
+    """The services of an acyclic graph, each after every service it depends on."""
+    placed: set[str] = set()
+    ordered: list[str] = []
+    for root in drafts:
+        stack = [root]
+        while stack:
+            name = stack[-1]
+            if name in placed:
+                stack.pop()
+                continue
+            waiting = [
+                d for d in drafts[name].service.depends_on if d in drafts and d not in placed
+            ]
+            waiting = [d for d in waiting if d != name]
+            if waiting:
+                stack.extend(waiting)
+            else:
+                placed.add(name)
+                ordered.append(name)
+                stack.pop()
+    return ordered

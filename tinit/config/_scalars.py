@@ -11,11 +11,12 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import shlex
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 from tinit.config._units import (
     did_you_mean,
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
     from tinit.config._yamlnodes import Reader
 
 T = TypeVar("T")
+#: the largest uid or gid: (uid_t)-1 means "no change" to setuid(2), so it can't be one
+MAX_ID: Final = 2**32 - 2
+_NUMERIC_ID: Final = re.compile(r"[0-9]+")
+#: longest first, so that `&&` is not read as two of something
+_SHELL_OPERATORS: Final = ("&&", "||", "|", ";", ">", "<", "*", "?")
 Read = Callable[["yaml.Node", str], T]
 
 
@@ -98,12 +104,16 @@ class ScalarReader:
         r = self.reader
         value = r.scalar(node, path, f"a {kind} name or id")
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return str(value)
+            value = str(value)
         if not isinstance(value, str) or not value:
             r.fail(
                 node, path, f"expected a {kind} name or id, got {self.reader.describe_node(node)}"
             )
-        if value.isdigit() or self.offline or _account_exists(kind, value):
+        if _NUMERIC_ID.fullmatch(value):
+            if int(value) > MAX_ID:
+                r.fail(node, path, f"{kind} id {value} is out of range (0 to {MAX_ID})")
+            return value
+        if self.offline or _account_exists(kind, value):
             return value
         hint = did_you_mean(value, _account_names(kind))
         fix = "create it in the image, or give a numeric id"
@@ -142,6 +152,17 @@ class ScalarReader:
             raise Invalid  # an item is reported; the rest is no program to check
         return tuple(argv)
 
+    def _check_shell_syntax(self, text: str, node: yaml.Node, path: str, fix: str) -> None:
+        """Warn when a string split without a shell holds what only a shell acts on."""
+        found = shell_syntax(text)
+        if not found:
+            return
+        quoted = [f"'{op}'" for op in found]
+        listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+        verb, them = ("is", "it") if len(quoted) == 1 else ("are", "them")
+        why = f"{listed} {verb} shell syntax, but no shell runs this: the program gets {them} as is"
+        self.reader.report(node, path, f"{why}; {fix}", warning=True)
+
     def _split(self, text: str, node: yaml.Node, path: str) -> tuple[str, ...]:
         try:
             words = shlex.split(text)
@@ -150,6 +171,36 @@ class ScalarReader:
         if not words:
             self.reader.fail(node, path, "has no words; give at least the program")
         return tuple(words)
+
+
+def shell_syntax(text: str) -> list[str]:
+    """The shell operators and globs in ``text`` that quoting leaves active, in order.
+
+    Single quotes hide everything, a backslash the character after it, and
+    double quotes everything but ``$(`` and backticks, as in sh.
+    """
+    found: dict[str, None] = {}
+    quote = ""
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if quote == "'":
+            quote = "" if char == "'" else quote
+        elif char == "\\":
+            index += 1
+        elif text.startswith("$(", index) or char == "`":
+            found[char if char == "`" else "$("] = None
+        elif quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif op := next((op for op in _SHELL_OPERATORS if text.startswith(op, index)), ""):
+            found[op] = None
+            index += len(op) - 1
+        elif char == "[" and re.match(r"\[[^\s\]]+\]", text[index:]):
+            found["[...]"] = None
+        index += 1
+    return list(found)
 
 
 def _account_exists(kind: Literal["user", "group"], name: str) -> bool:

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from tinit.config._yamlnodes import Fields
 
 MIN_MEMORY: Final = 4096
+#: a descriptor every process may have open: the lowest usual RLIMIT_NOFILE is 1024
+MAX_NOTIFY_FD: Final = 1023
 PROBE_KEYS: Final = (*PROBE_KINDS, "interval", "timeout", "start_timeout", "failures")
 BACKOFF_KEYS: Final = tuple(Backoff.__dataclass_fields__)
 LIMITS_KEYS: Final = tuple(Limits.__dataclass_fields__)
@@ -137,6 +139,9 @@ class SectionReader(ScalarReader):
 
     def _exec(self, node: yaml.Node, path: str, run: Run) -> tuple[str, ...]:
         argv = self._argv(node, path)
+        if not self.reader.is_list(node):
+            fix = "give the probe as a list, [sh, -c, '...'] to run it with a shell"
+            self._check_shell_syntax(node.value, node, path, fix)
         self._check_program(
             argv[0], node.value[0] if self.reader.is_list(node) else node, path, run
         )
@@ -147,6 +152,8 @@ class SectionReader(ScalarReader):
         if fd < 3:
             why = "0, 1 and 2 are stdin, stdout and stderr"
             self.reader.fail(node, path, f"must be 3 or more ({why}), got {fd}")
+        if fd > MAX_NOTIFY_FD:
+            self.reader.fail(node, path, f"must be {MAX_NOTIFY_FD} or less, got {fd}")
         return fd
 
     def _http(self, node: yaml.Node, path: str) -> str:

@@ -144,7 +144,7 @@ def parse_signal(value: object) -> int:
     """A signal number from ``SIGTERM``, ``TERM``, ``SIGRTMIN+3`` or a number."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"{show(value)} is not a signal; write a name like SIGTERM or a number")
-    if isinstance(value, int) or value.strip().isdigit():
+    if isinstance(value, int) or re.fullmatch(r"[0-9]+", value.strip()):
         return _signal_number(int(value))
     name = value.strip().upper()
     if not name.startswith("SIG"):
@@ -206,7 +206,7 @@ def parse_address(value: object, default_host: str) -> tuple[str, int]:
         host = host or default_host
     else:
         raise ValueError(f"{show(value)} is not an address; write host:port, like 127.0.0.1:80")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
         raise ValueError(f"port {port!r} is not a number from 1 to 65535")
     return host, int(port)
 
@@ -276,6 +276,9 @@ def parse_env_file(text: str) -> tuple[dict[str, str], list[tuple[int, str]]]:
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
+            continue
+        if "\0" in line:
+            problems.append((number, "contains a NUL character (\\0), which no variable can hold"))
             continue
         if re.match(r"export\s", line):
             line = line.removeprefix("export").lstrip()

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import yaml
 
+from tinit.config import _compose
+from tinit.config._bounded import MAX_STRING
 from tinit.config._units import did_you_mean, show
 from tinit.errors import Problem
 
@@ -32,6 +34,17 @@ _NULL: Final = "tag:yaml.org,2002:null"
 _MERGE: Final = "tag:yaml.org,2002:merge"
 _EXPANSION: Final = re.compile(
     r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
+)
+
+#: what PyYAML's constructors raise for a value that doesn't fit its tag
+#: (``!!bool maybe`` is a KeyError, ``!!timestamp x`` an AttributeError)
+_CONSTRUCT_ERRORS: Final = (
+    yaml.YAMLError,
+    ValueError,
+    TypeError,
+    ArithmeticError,
+    LookupError,
+    AttributeError,
 )
 
 
@@ -119,7 +132,10 @@ class Reader:
     def compose(self, text: str) -> yaml.Node | None:
         """The document's root node, or None (with a problem) when it is not YAML."""
         try:
-            return yaml.compose(text, Loader=yaml.SafeLoader)
+            return _compose.compose(text)
+        except _compose.TooComplex as exc:
+            line, column = (exc.mark.line + 1, exc.mark.column + 1) if exc.mark else (0, 0)
+            self.problems.append(Problem(self.file, line, column, "", str(exc)))
         except yaml.MarkedYAMLError as exc:
             self._syntax_error(exc)
         except yaml.reader.ReaderError as exc:
@@ -252,7 +268,10 @@ class Reader:
         if node.tag == _MERGE:
             return node.value
         if node.tag != _STR or "$" not in node.value:
-            return self._construct(node, path)
+            value = self._construct(node, path)
+            if isinstance(value, str):
+                self._check_text(node, path, value)
+            return value
         text = self._expand(node, path, runtime)
         if node.style is None and text != node.value:
             # A plain `${N}` holding "5" reads as the number 5, as if written there.
@@ -264,6 +283,21 @@ class Reader:
         text, unset = expand(node.value, self.environ)
         for name in dict.fromkeys(unset):
             self._report_unset(node, path, name, runtime)
+        return self._check_text(node, path, text)
+
+    def _check_text(self, node: yaml.Node, path: str, text: str) -> str:
+        """``text``, if the kernel can take it: no NUL, and nothing UTF-8 can't encode."""
+        if len(text) > MAX_STRING:
+            self.fail(node, path, f"is longer than {MAX_STRING} characters, the limit")
+        if "\0" in text:
+            why = "which no path, name or argument can hold"
+            self.fail(node, path, f"contains a NUL character (\\0), {why}")
+        if not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError as exc:
+                where = f"character {exc.start + 1} ({text[exc.start]!r})"
+                self.fail(node, path, f"is not valid Unicode text: {where} is a lone surrogate")
         return text
 
     def _report_unset(self, node: yaml.Node, path: str, name: str, runtime: bool) -> None:
@@ -288,7 +322,7 @@ class Reader:
             self.fail(node, path, f"unknown tag {node.tag!r}; tinit reads plain YAML values")
         try:
             return self._constructor.construct_object(node)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        except _CONSTRUCT_ERRORS as exc:
             self.fail(node, path, f"can't read {node.value!r} as {node.tag.rsplit(':')[-1]}: {exc}")
 
     def describe_node(self, node: yaml.Node) -> str:
@@ -299,7 +333,7 @@ class Reader:
             return describe(node, expand(node.value, self.environ)[0])
         try:
             return describe(node, self._constructor.construct_object(node))
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+        except _CONSTRUCT_ERRORS:
             return repr(node.value)
 
     def text(self, node: yaml.Node, path: str, *, runtime: bool = False) -> str:
@@ -312,7 +346,7 @@ class Reader:
             return self._expand(node, path, runtime)
         if not node.tag.startswith(_YAML_TAG):
             self.fail(node, path, f"unknown tag {node.tag!r}; tinit reads plain YAML values")
-        return str(node.value)
+        return self._check_text(node, path, str(node.value))
 
     def string(self, node: yaml.Node, path: str, *, runtime: bool = False) -> str:
         """A string scalar; anything else is reported with a hint to quote it."""

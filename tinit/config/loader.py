@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Literal, assert_never
 
 from tinit import signals
+from tinit.config._bounded import MAX_SERVICES
 from tinit.config._graph import Draft, check_cycles, check_dependencies, check_shutdown_budget
 from tinit.config._scalars import Run
 from tinit.config._sections import DEFAULT_BACKOFF, SectionReader
@@ -77,11 +78,12 @@ def load_config(
     warning. Raises ``ConfigError`` with every problem found; warnings come
     back in ``Config.warnings``.
     """
+    from tinit.config._bounded import Unreadable, read_bounded
+
     try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as exc:
-        raise ConfigError([Problem(path, 0, 0, "", f"can't read it: {exc.strerror}")]) from None
+        data = read_bounded(path, pipes=True)
+    except Unreadable as exc:
+        raise ConfigError([Problem(path, 0, 0, "", f"can't read it: {exc}")]) from None
     try:
         text = data.decode()
     except UnicodeDecodeError as exc:
@@ -221,7 +223,7 @@ class _Loader(SectionReader):
 
     def _remap_entry(self, entry: Entry, path: str) -> int:
         r = self.reader
-        if not entry.key.isdigit() or int(entry.key) > 255:
+        if not re.fullmatch(r"[0-9]{1,3}", entry.key) or int(entry.key) > 255:
             r.fail(entry.key_node, path, f"{entry.key!r} is not an exit code (0 to 255)")
         return r.integer(entry.node, f"{path}.{entry.key}", 0, 255)
 
@@ -242,6 +244,8 @@ class _Loader(SectionReader):
         entries = r.pairs(node, path)
         if not entries:
             r.report(node, path, "has no services; define at least one")
+        if len(entries) > MAX_SERVICES:
+            r.fail(node, path, f"has {len(entries)} services, more than {MAX_SERVICES}, the limit")
         for name, entry in entries.items():
             if not SERVICE_NAME.fullmatch(name):
                 rule = "use letters, digits, '_', '.' and '-', starting with a letter or digit"
@@ -307,7 +311,8 @@ class _Loader(SectionReader):
         )
         nodes = {dep: (name_node, node) for dep, (_, name_node, node) in dependencies.items()}
         self._check_network(service, f)
-        return Draft(self._check_oneshot(service, f), entry.key_node, nodes)
+        explicit = service.stop_timeout if "stop_timeout" in f.entries else None
+        return Draft(self._check_oneshot(service, f), entry.key_node, nodes, explicit)
 
     def _check_network(self, service: Service, f: Fields) -> None:
         """tcp and http probes run in tinit's network: none of them reaches `network: none`."""
@@ -355,6 +360,9 @@ class _Loader(SectionReader):
         else:
             source = r.string(node, path, runtime=True)
             argv = ("/bin/sh", "-c", source) if shell else self._split(source, node, path)
+            if not shell:
+                fix = "set shell: true for a shell, or give the command as a list"
+                self._check_shell_syntax(source, node, path, fix)
             first = node
         if not ("${" in argv[0] and r.unresolved(first)):
             self._check_program(argv[0], first, path, run)
@@ -364,7 +372,7 @@ class _Loader(SectionReader):
         return self.reader.values(node, path, self._env_entry)
 
     def _env_entry(self, entry: Entry, path: str) -> str:
-        if not entry.key or "=" in entry.key or "\0" in entry.key:
+        if not entry.key or "=" in entry.key or "\0" in entry.key or not _encodes(entry.key):
             self.reader.fail(entry.key_node, path, f"{entry.key!r} is not a valid variable name")
         return self.reader.text(entry.node, f"{path}.{entry.key}")
 
@@ -381,14 +389,15 @@ class _Loader(SectionReader):
         return tuple(name for name, _ in files), values
 
     def _env_file(self, node: yaml.Node, path: str) -> tuple[str, dict[str, str]]:
+        from tinit.config._bounded import Unreadable, read_bounded
+
         r = self.reader
         written = r.string(node, path)
         name = self._resolve(written)
         try:
-            with open(name, encoding="utf-8") as file:
-                text = file.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+            text = read_bounded(name, pipes=False).decode()
+        except (Unreadable, UnicodeDecodeError) as exc:
+            reason = str(exc) if isinstance(exc, Unreadable) else "it is not UTF-8 text"
             message = f"can't read env file {written!r}: {reason}"
             if not self.offline:
                 r.fail(node, path, message)
@@ -431,3 +440,12 @@ class _Loader(SectionReader):
         if not node.value:
             r.fail(node, path, "is empty; list at least one code, like [0]")
         return frozenset(codes)
+
+
+def _encodes(text: str) -> bool:
+    """Whether ``text`` is valid Unicode, so that it can be put in an environment."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
