@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -692,3 +694,292 @@ def test_environ_defaults_to_tinits_own(monkeypatch: pytest.MonkeyPatch) -> None
     app = config.services["app"]
     assert app.command == ("echo", "hello")
     assert app.environment["TINIT_TEST_GREETING"] == "hello"
+
+
+# -- the shutdown budget and the defaults
+
+
+def test_default_stop_timeouts_do_not_count_against_the_shutdown_budget() -> None:
+    """Defaults along a 3-deep chain: no warning; a default is cut to what is left anyway."""
+    config = load(
+        "version: 1\nservices:\n"
+        "  db: {command: sleep 1}\n"
+        "  api: {command: sleep 1, depends_on: [db]}\n"
+        "  web: {command: sleep 1, depends_on: [api]}\n"
+    )
+    assert config.warnings == ()
+    assert config.services["web"].stop_timeout == 5.0
+
+
+def test_explicit_stop_timeouts_that_exceed_the_budget_still_warn() -> None:
+    """Only what the file sets counts: db and web set theirs, api between them doesn't."""
+    config = load(
+        "version: 1\nservices:\n"
+        "  db: {command: sleep 1, stop_timeout: 6s}\n"
+        "  api: {command: sleep 1, depends_on: [db]}\n"
+        "  web: {command: sleep 1, stop_timeout: 4s, depends_on: [api]}\n"
+    )
+    assert [str(w) for w in config.warnings] == [
+        "services.yaml:5:3: warning: services.web: stopping web -> db can take 10s (the sum "
+        "of their stop_timeout), more than settings.shutdown_timeout (9s); raise it or lower "
+        "stop_timeout"
+    ]
+
+
+SHIPPED = sorted((HERE.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_config_passes_check_without_a_warning(path: Path) -> None:
+    """`tinit check` on each file in configs/ (Dockerfile.example copies one) says nothing."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tinit", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_a_long_dependency_chain_is_checked_without_recursion() -> None:
+    """A thousand services in one chain: cycles and the budget are walked without recursing."""
+    lines = [f"  s{i}: {{command: sleep 1, depends_on: [s{i + 1}]}}" for i in range(999)]
+    text = "version: 1\nservices:\n" + "\n".join(lines) + "\n  s999: {command: sleep 1}\n"
+    assert len(load(text, offline=True).services) == 1000
+    looped = text.replace("s999: {command: sleep 1}", "s999: {command: sleep 1, depends_on: [s0]}")
+    [cycle] = problems(looped, offline=True)
+    assert cycle.startswith("3:39: services.s0.depends_on: dependency cycle: s0 -> s1 -> s2")
+
+
+# -- shell syntax in a command no shell runs
+
+
+@pytest.mark.parametrize(
+    ("command", "found"),
+    [
+        ("python3 app.py && echo done > /tmp/x | cat", "'&&', '>' and '|' are"),
+        ("echo a; echo b", "';' is"),
+        ("echo a|| echo b", "'||' is"),
+        ("cat < /etc/hostname", "'<' is"),
+        ('echo "$(id -u)"', "'$(' is"),
+        ("echo `id`", "'`' is"),
+        ("ls *.py", "'*' is"),
+        ("ls file?.txt", "'?' is"),
+        ("ls [ab].txt", "'[...]' is"),
+    ],
+)
+def test_shell_syntax_in_a_string_command_is_a_warning(command: str, found: str) -> None:
+    config = service(f"command: {json.dumps(command)}", offline=True)
+    [warning] = config.warnings
+    assert warning.warning
+    assert f"services.app.command: {found} shell syntax, but no shell runs this" in str(warning)
+    assert "set shell: true for a shell, or give the command as a list" in str(warning)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'command: ["sh", "-c", "echo a && echo b > /tmp/x"]',
+        "command: grep 'a|b' /etc/hosts",
+        'command: grep "a;b" /etc/hosts',
+        "command: echo '$(id)' '*'",
+        "command: echo a\\|b",
+        "command: test [ -e /x ]",
+        "shell: true\ncommand: echo a && echo b > /tmp/x",
+        "command: sleep 1\nready: {exec: [sh, -c, 'test -e /x && true']}",
+    ],
+)
+def test_quoted_or_listed_shell_syntax_is_not_a_warning(body: str) -> None:
+    assert service(body, offline=True).warnings == ()
+
+
+def test_shell_syntax_in_an_exec_probe_is_a_warning() -> None:
+    config = service("command: sleep 1\nready: {exec: sh -c $(cat /x)}", offline=True)
+    [warning] = config.warnings
+    assert str(warning) == (
+        "services.yaml:5:19: warning: services.app.ready.exec: '$(' is shell syntax, but no "
+        "shell runs this: the program gets it as is; give the probe as a list, "
+        "[sh, -c, '...'] to run it with a shell"
+    )
+
+
+# -- hostile files: each is a located problem and exit 2, in bounded time
+
+
+def nested(depth: int) -> str:
+    return "{a: " * depth + "1" + "}" * depth
+
+
+def test_deep_nesting_is_one_problem_not_a_recursion_error() -> None:
+    text = f"version: 1\nservices:\n  app: {{command: sleep 1}}\nx-deep: {nested(3000)}\n"
+    assert problems(text) == ["4:258: nested more than 64 levels deep, the limit"]
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    text = f"version: 1\nservices:\n  app: {{command: sleep 1}}\nx-deep: {nested(62)}\n"
+    assert load(text, offline=True).services
+
+
+def test_a_merge_chain_counts_as_deep_as_it_nests() -> None:
+    """Each `<<: *prev` nests one level more; a long chain is stopped at the limit."""
+    anchors = "".join(f"x-{i}: &m{i} {{<<: *m{i - 1}}}\n" for i in range(1, 3000))
+    text = f"version: 1\nx-0: &m0 {{a: 1}}\n{anchors}services:\n  app: {{command: sleep 1}}\n"
+    [problem] = problems(text)
+    assert problem.endswith("an alias nests its anchor more than 64 levels deep, the limit")
+
+
+def test_billion_laughs_is_one_problem_in_bounded_time() -> None:
+    """Aliases of aliases: each counts what it repeats, so the expansion is never walked."""
+    text = 'version: 1\nl0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+    for level in range(1, 9):
+        text += f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 8)}]\n"
+    text += "services:\n  app: {command: sleep 1}\n"
+    start = time.monotonic()
+    [problem] = problems(text)
+    assert time.monotonic() - start < 5
+    assert problem.endswith("counting each alias as what it repeats; the limit is 50,000")
+
+
+def test_one_mapping_aliased_into_many_services_is_bounded() -> None:
+    """The 14 KB file that took seconds and hundreds of MB: now one problem, at once."""
+    big = "x-big: &big\n" + "".join(f"  K{i}: v{i}\n" for i in range(1000))
+    services = "".join(f"  s{i}:\n    command: sleep 1\n    env: *big\n" for i in range(500))
+    start = time.monotonic()
+    [problem] = problems(f"version: 1\n{big}services:\n{services}")
+    assert time.monotonic() - start < 5
+    assert "more than 50,000 values" in problem
+
+
+def test_too_many_services_is_one_problem() -> None:
+    lines = "".join(f"  s{i}: {{command: sleep 1}}\n" for i in range(1001))
+    assert problems(f"version: 1\nservices:\n{lines}", offline=True) == [
+        "3:3: services: has 1001 services, more than 1000, the limit"
+    ]
+
+
+def test_a_string_over_the_limit_is_one_problem() -> None:
+    text = f"version: 1\nservices:\n  app: {{command: sleep {'x' * 70_000}}}\n"
+    assert problems(text) == ["3:18: a string of more than 65536 characters, the limit"]
+
+
+def test_a_file_over_one_mib_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "services.yaml"
+    path.write_text("version: 1\nservices:\n  app: {command: sleep 1}\n" + "#" * (1 << 20))
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert str(info.value) == f"{path}: can't read it: it is larger than 1 MiB, the limit"
+
+
+def test_a_config_that_is_a_device_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("/dev/zero")
+    assert (
+        str(info.value) == "/dev/zero: can't read it: it is a device, not a regular file or a pipe"
+    )
+
+
+def test_a_config_fifo_without_a_writer_reads_as_empty(tmp_path: Path) -> None:
+    """Opened non-blocking: a FIFO no one writes to is no hang."""
+    fifo = tmp_path / "services.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(str(fifo))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("env_file", '"/tmp/a\\0b"'),
+        ("user", '"ro\\0ot"'),
+        ("group", '"ro\\0ot"'),
+        ("output", '"file:/tmp/a\\0b"'),
+        ("stdin", '"/tmp/a\\0b"'),
+        ("workdir", '"/tmp\\0"'),
+        ("command", '"sleep 1\\0"'),
+        ("env", '{A: "b\\0"}'),
+    ],
+)
+def test_a_nul_in_any_string_is_a_problem_for_check_and_for_run(key: str, value: str) -> None:
+    body = f"{key}: {value}" if key == "command" else f"command: sleep 1\n{key}: {value}"
+    for at_run in (False, True):
+        [problem] = problems(
+            "version: 1\nservices:\n  app:\n    " + body.replace("\n", "\n    "), at_run=at_run
+        )
+        assert "contains a NUL character (\\0), which no path, name or argument can hold" in problem
+
+
+def test_a_lone_surrogate_is_a_problem() -> None:
+    assert problems('version: 1\nservices:\n  app: {command: "sleep \\ud800"}\n') == [
+        "3:18: services.app.command: is not valid Unicode text: character 7 ('\\ud800') is a "
+        "lone surrogate"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("/dev/zero", "it is a device, not a regular file"),
+        ("/tmp", "it is a directory, not a regular file"),
+    ],
+)
+def test_an_env_file_that_is_no_regular_file_is_a_problem(target: str, reason: str) -> None:
+    assert problems(service_text(f"command: sleep 1\nenv_file: {target}")) == [
+        f"5:15: services.app.env_file: can't read env file {target!r}: {reason}"
+    ]
+
+
+def test_an_env_file_fifo_is_refused_without_a_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "app.env"
+    os.mkfifo(fifo)
+    [problem] = problems(service_text(f"command: sleep 1\nenv_file: {fifo}"))
+    assert problem.endswith("it is a FIFO, not a regular file")
+
+
+def test_an_env_file_over_one_mib_is_a_problem(tmp_path: Path) -> None:
+    env = tmp_path / "app.env"
+    env.write_text("A=" + "x" * (1 << 20) + "\n")
+    [problem] = problems(service_text(f"command: sleep 1\nenv_file: {env}"))
+    assert problem.endswith("it is larger than 1 MiB, the limit")
+
+
+def test_a_nul_in_an_env_file_is_a_problem(tmp_path: Path) -> None:
+    env = tmp_path / "app.env"
+    env.write_bytes(b"A=1\nB=x\0y\n")
+    [problem] = problems(service_text(f"command: sleep 1\nenv_file: {env}"))
+    assert problem.endswith(f"{env}:2: contains a NUL character (\\0), which no variable can hold")
+
+
+def test_dev_null_is_an_empty_env_file() -> None:
+    config = service("command: sleep 1\nenv_file: /dev/null")
+    assert config.services["app"].env_file == ("/dev/null",)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "user: 99999999999999999999",
+            "user id 99999999999999999999 is out of range (0 to 4294967294)",
+        ),
+        ("ready: {notify_fd: 100000}", "must be 1023 or less, got 100000"),
+        ("critical: !!bool maybe", "can't read 'maybe' as bool: 'maybe'"),
+        ("oneshot: !!timestamp x", "can't read 'x' as timestamp"),
+        ("stop_signal: '²'", "unknown signal '²'"),
+        ("critical: !!binary1 x", "could not determine a constructor"),
+    ],
+)
+def test_odd_values_are_problems_not_exceptions(body: str, message: str) -> None:
+    assert message in "\n".join(problems(service_text(f"command: sleep 1\n{body}"), offline=True))
+
+
+def test_an_exit_code_written_in_other_digits_is_a_problem() -> None:
+    text = (
+        'version: 1\nsettings: {exit_code_remap: {"²": 1}}\nservices:\n  app: {command: sleep 1}\n'
+    )
+    assert problems(text) == ["2:30: settings.exit_code_remap: '²' is not an exit code (0 to 255)"]
+
+
+def service_text(body: str) -> str:
+    indented = "\n".join("    " + line for line in body.strip().splitlines())
+    return f"version: 1\nservices:\n  app:\n{indented}\n"

@@ -81,3 +81,48 @@ def test_invalid_reload_changes_nothing_and_names_the_line(tmp_path: Path) -> No
     problems = [e["problem"] for e in result.named("reload_failed")]
     assert len(problems) == 1
     assert problems[0].startswith(f"{config}:5:14: services.a.restart: unknown value 'sometimes'")
+
+
+HOSTILE = {
+    "nesting": "version: 1\nservices:\n  a: {command: sleep 1}\nx-deep: "
+    + "{a: " * 3000
+    + "1"
+    + "}" * 3000
+    + "\n",
+    "laughs": "version: 1\nx-big: &big\n"
+    + "".join(f"  K{i}: v{i}\n" for i in range(1000))
+    + "services:\n"
+    + "".join(f"  s{i}:\n    command: sleep 1\n    env: *big\n" for i in range(500)),
+    "dev-zero": "version: 1\nservices:\n  a: {command: sleep 1, env_file: /dev/zero}\n",
+    "nul": 'version: 1\nservices:\n  a: {command: sleep 1, output: "file:/tmp/a\\0b"}\n',
+}
+EXPECTED = {
+    "nesting": "4:258: nested more than 64 levels deep, the limit",
+    "laughs": "more than 50,000 values, counting each alias as what it repeats",
+    "dev-zero": "services.a.env_file: can't read env file '/dev/zero': it is a device",
+    "nul": "services.a.output: contains a NUL character",
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_a_hostile_reload_is_reported_and_the_running_config_stays(
+    tmp_path: Path, kind: str
+) -> None:
+    """A reload of a file past a limit is one reload_failed; tinit and its services go on."""
+    pidfile = tmp_path / "a.pid"
+    config = write_config(tmp_path, "version: 1\nservices:\n" + _service("a", pidfile))
+    tinit = start(config)
+    assert wait_for(lambda: _pid(pidfile) is not None)
+    first = _pid(pidfile)
+    config.write_text(HOSTILE[kind])
+    tinit.signal(signal.SIGHUP)
+    time.sleep(1.5)
+    assert tinit.proc.poll() is None  # no crash of PID 1
+    assert _pid(pidfile) == first  # the running config is still in force
+    tinit.signal(signal.SIGTERM)
+    result = finish(tinit)
+    assert result.code == 0
+    problems = [e["problem"] for e in result.named("reload_failed")]
+    assert len(problems) == 1, problems
+    assert EXPECTED[kind] in problems[0]
+    assert not result.named("config_reloaded")

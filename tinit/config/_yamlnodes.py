@@ -323,7 +323,8 @@ class Reader:
         try:
             return self._constructor.construct_object(node)
         except _CONSTRUCT_ERRORS as exc:
-            self.fail(node, path, f"can't read {node.value!r} as {node.tag.rsplit(':')[-1]}: {exc}")
+            why = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else exc
+            self.fail(node, path, f"can't read {node.value!r} as {node.tag.rsplit(':')[-1]}: {why}")
 
     def describe_node(self, node: yaml.Node) -> str:
         """What a node holds, as a message names it: ``a list``, ``the string 'x'``."""

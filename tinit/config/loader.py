@@ -109,7 +109,8 @@ def parse_config(
     reader = Reader(filename, os.environ if environ is None else environ, at_run=at_run)
     base = os.path.dirname(os.path.abspath(filename))
     config = _Loader(reader, base, offline).load(text)
-    problems = sorted(dict.fromkeys(reader.problems), key=lambda p: (p.line, p.column))
+    found = (replace(p, message=_one_line(p.message)) for p in reader.problems)
+    problems = sorted(dict.fromkeys(found), key=lambda p: (p.line, p.column))
     if config is None or any(not p.warning for p in problems):
         raise ConfigError(problems)
     return replace(config, warnings=tuple(problems))
@@ -449,3 +450,8 @@ def _encodes(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _one_line(message: str) -> str:
+    """A message on one line: a value or a YAML error quoted in it may hold line breaks."""
+    return " ".join(message.splitlines())
