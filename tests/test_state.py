@@ -156,3 +156,16 @@ def test_exit_code_remap_applies_last() -> None:
     assert code(shutdown_requested=True, killed=True, remap={137: 0}) == 0
     assert code(critical=ExitStatus(signal=signal.SIGTERM), remap={143: 0}) == 0
     assert code(first_failure=FAIL, remap={4: 0}) == 3
+
+
+def test_backoff_after_thousands_of_failures_stays_at_its_cap() -> None:
+    """Regression: initial * factor**n overflowed a float after about 1,024 failures in a row
+    (or at once with a huge factor), and the OverflowError crashed a running tinit."""
+    for failures, factor in ((5000, 2.0), (2, 1e300)):
+        decision = decide(
+            status=ExitStatus(1, None), policy="always", success_codes=frozenset({0}),
+            failures=failures, uptime=0.0, reset_after=30.0, max_restarts=None,
+            initial=0.1, factor=factor, max_delay=30.0, jitter=0.0,
+        )  # fmt: skip
+        assert decision.restart
+        assert decision.delay == 30.0

@@ -167,7 +167,10 @@ def decide(
     if failed and max_restarts is not None and failures > max_restarts:
         return Decision(restart=False, failed=True, gave_up=True, failures=failures)
     steps = max(failures - 1, 0)
-    delay = min(initial * factor**steps, max_delay)
+    try:
+        delay = min(initial * factor**steps, max_delay)
+    except OverflowError:
+        delay = max_delay  # factor >= 1: a growth past a float's range is past the cap too
     delay *= 1.0 + 0.2 * max(-1.0, min(1.0, jitter))
     return Decision(restart=True, delay=max(delay, 0.0), failed=failed, failures=failures)
 
