@@ -784,3 +784,32 @@ async def test_a_pipe_sink_shared_with_raw_services_delivers_everything() -> Non
     finally:
         os.close(r)
         os.close(w)
+
+
+async def test_a_cut_off_sink_stops_waiting_for_its_reader_and_counts_what_it_drops() -> None:
+    """A shutdown's budget bounds output: a write waiting for a stalled reader stops
+    waiting at the cut-off (even one already waiting when it is set), keeps what the
+    pipe took, and counts the rest; later writes drop at once instead of waiting."""
+    r, w = os.pipe()
+    try:
+        sink = Sink.for_fd(w)
+        data = b"".join(b"%06d\n" % i for i in range(100_000))  # 700 KB: far more than a pipe
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sink.write, data)
+                await trio.sleep(0.2)  # the write now waits for a reader that never reads
+                began = trio.current_time()
+                sink.cut_off_at(began + 0.3)
+            assert trio.current_time() - began == pytest.approx(0.3, abs=0.2)
+            in_pipe = len(os.read(r, len(data)))
+            assert 0 < in_pipe < len(data)
+            assert sink.late_bytes == len(data) - in_pipe
+            assert sink.late_lines == data[in_pipe:].count(b"\n")
+            await sink.write(b"a\n" * 1000)  # now fits: the reader took the pipe's content
+            await sink.write(b"b\n" * 100_000)  # does not: dropped in part, without waiting
+        assert sink.late_bytes > len(data) - in_pipe
+        assert sink.dropped == 0  # a destination that fails is another count
+        sink.close()
+    finally:
+        os.close(r)
+        os.close(w)

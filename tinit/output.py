@@ -10,7 +10,10 @@ for ``tinit logs``.
 Nothing is dropped to keep up: when a sink cannot take more, `Sink.write`
 waits, the pump stops reading, the pipe fills, and the service blocks in
 ``write(2)``. What tinit holds per service meanwhile is bounded
-(`Output.max_buffered`).
+(`Output.max_buffered`). The one exception is a shutdown: once its budget
+has run out (`Sink.cut_off_at`), a write takes what the destination accepts
+at once and drops the rest, counted in `Sink.late_bytes` and
+`Sink.late_lines`, so a slow reader cannot hold tinit's exit.
 
 tinit starts no threads (it forks from the main thread), so every descriptor
 is driven by trio's I/O readiness waits. The catch is that O_NONBLOCK belongs
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import select
 import socket
@@ -98,6 +102,13 @@ class Sink:
         """Bytes lost because the destination failed (a closed pipe, a full disk)."""
         self.error: OSError | None = None
         """The error of the last write, if it failed."""
+        self.deadline = math.inf
+        """After this (trio clock) a write no longer waits for a slow reader; see `cut_off_at`."""
+        self.late_bytes = 0
+        """Bytes dropped because they could not be written before `deadline`."""
+        self.late_lines = 0
+        """Lines (or parts of lines) among `late_bytes`."""
+        self._waiting: trio.CancelScope | None = None  # the write waiting for the reader
 
     @classmethod
     def for_fd(cls, fd: int) -> Sink:
@@ -168,8 +179,21 @@ class Sink:
         """
         self._atomic = self._fifo
 
+    def cut_off_at(self, deadline: float) -> None:
+        """From ``deadline`` (trio clock) on, write what fits at once and drop the rest.
+
+        For a shutdown: its budget bounds how long output may take to reach
+        a slow reader. A write waiting at ``deadline`` stops waiting then.
+        """
+        self.deadline = deadline
+        if self._waiting is not None:
+            self._waiting.deadline = deadline
+
     async def write(self, data: bytes | memoryview) -> None:
         """Write all of ``data``, waiting while the destination cannot take more.
+
+        Past `deadline` it does not wait: what the destination does not take
+        at once is dropped and counted (`late_bytes`, `late_lines`).
 
         A write that fails (EPIPE, ENOSPC, ...) loses ``data``: it is counted in
         `dropped`, logged, and does not raise, so one broken destination does not
@@ -197,8 +221,13 @@ class Sink:
                         else:
                             n = os.write(self._fd, view)
                     except BlockingIOError:
-                        await trio.lowlevel.wait_writable(self._fd)
-                        continue
+                        with trio.move_on_at(self.deadline) as self._waiting:
+                            await trio.lowlevel.wait_writable(self._fd)
+                        self._waiting = None
+                        if trio.current_time() < self.deadline:
+                            continue
+                        self._late(view)
+                        break
                     view = view[n:]
                     if self.error is not None:
                         self.error = None
@@ -208,6 +237,10 @@ class Sink:
                 done = len(whole) - len(view)
                 if 0 < done < len(whole):
                     self._newline_owed = whole[done - 1] != 0x0A
+
+    def _late(self, rest: memoryview) -> None:
+        self.late_bytes += len(rest)
+        self.late_lines += bytes(rest).count(b"\n") or 1
 
     def _failed(self, exc: OSError | trio.ClosedResourceError, lost: int) -> None:
         self.dropped += lost
