@@ -97,24 +97,26 @@ def group_exists(pgid: int) -> bool:
 
 async def stop_leftovers(
     reaper: Reaper, *, deadline: float, reason: str, log: Log, **fields: Any
-) -> None:
+) -> bool:
     """Stop what outlives the command or the services: SIGTERM, then SIGKILL at ``deadline``.
 
     ``deadline`` is in trio's clock; ``reason`` names the timeout that ran
     out in the ``killing_leftovers`` event. Returns once the reaper has
     reaped everything: a PID 1 or a subreaper inherits every orphan, so no
-    child left means no descendant left.
+    child left means no descendant left. True when it had to send SIGKILL
+    (in services mode, that makes a shutdown's exit code 137).
     """
     import trio
 
     reaper.reap()
     if not reaper.has_children:
-        return
+        return False
     count = signal_everything(signal.SIGTERM)
     log.info("stopping_leftovers", processes=count, **fields)
     with trio.move_on_at(deadline):
         await reaper.wait_all_gone()
-        return
+        return False
     log.warning("killing_leftovers", reason=reason, **fields)
     signal_everything(signal.SIGKILL)
     await reaper.wait_all_gone()
+    return True
