@@ -7,6 +7,11 @@ is dropped after the same deadline, and one connection's trouble ends that
 connection only. Connections above `MAX_CONNECTIONS` are turned away rather
 than let tinit run out of descriptors, which its services need.
 
+Every request gets its reply, even the one that ends tinit (``tinit stop``
+of the last service): before the server is cancelled, the supervisor calls
+`ReplyDrain.finish_replies`, which refuses new requests and waits, until a
+short deadline, for the replies being prepared to be sent.
+
 The supervisor is reached through `ControlTarget`, a narrow protocol, so the
 server can be tested against a fake. The wire format is described in
 `tinit.client`, which holds the constants both sides share (it does not
@@ -44,6 +49,7 @@ __all__ = [
     "MAX_REQUEST",
     "ControlTarget",
     "Metrics",
+    "ReplyDrain",
     "ServiceMetrics",
     "serve_control",
 ]
@@ -139,6 +145,14 @@ class ControlTarget(Protocol):
         ...
 
 
+class ReplyDrain(Protocol):
+    """What the supervisor holds of a running control server, for its last moments."""
+
+    async def finish_replies(self, deadline: float) -> None:
+        """Refuse new requests; return once every reply owed is sent, or at ``deadline``."""
+        ...
+
+
 class _BadRequest(Exception):
     """A request the server refuses; its message is the error sentence."""
 
@@ -150,20 +164,20 @@ async def serve_control(
     *,
     idle_timeout: float = IDLE_TIMEOUT,
     max_connections: int = MAX_CONNECTIONS,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[ReplyDrain] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the control socket at ``path`` until cancelled; the socket file goes with it.
 
     Startup failures (the directory cannot be made, another tinit answers on
     ``path``, ``path`` is not a socket) raise ControlError before
-    ``task_status.started()``.
+    ``task_status.started()``, which hands over the server's `ReplyDrain`.
     """
     sock, ident = await _bind(path)
     try:
         sock.listen(max(max_connections, 128))  # room for a burst of probes
         server = _Server(target, log, idle_timeout, max_connections)
         log.info("control_listening", path=path)
-        task_status.started()
+        task_status.started(server)
         await trio.serve_listeners(server.handle, [trio.SocketListener(sock)])
     finally:
         sock.close()
@@ -304,6 +318,23 @@ class _Server:
         self.max_connections = max_connections
         self.active = 0
         self._capacity_warned = -math.inf
+        #: requests read whose reply is not sent yet (a follow counts until its first)
+        self.owed = 0
+        self._settled = trio.Event()
+        #: the end is near: new requests are refused
+        self.closing = False
+
+    async def finish_replies(self, deadline: float) -> None:
+        self.closing = True
+        with trio.move_on_at(deadline):
+            while self.owed:
+                self._settled = trio.Event()
+                await self._settled.wait()
+
+    def settle(self) -> None:
+        """One reply owed was sent (or can never be)."""
+        self.owed -= 1
+        self._settled.set()
 
     def over_capacity(self) -> None:
         """Log a connection turned away: a warning at most every 10 s, or a flood would follow."""
@@ -338,6 +369,7 @@ class _Connection:
         self.buffer = bytearray()
         self.pid = self.uid = -1
         self.warned = False  # one warning per connection: a bad client can't flood the log
+        self.owing = False  # a request was read and its reply is not sent yet
 
     async def serve(self) -> None:
         if self.server.active > self.server.max_connections:
@@ -353,7 +385,21 @@ class _Connection:
             line = await self.read_line()
             if line is None:
                 return
-            await self.answer(line)
+            if self.server.closing:
+                await self.send_error("tinit is exiting: the request was not carried out")
+                return
+            self.owing = True
+            self.server.owed += 1
+            try:
+                await self.answer(line)
+            finally:
+                self.settle()
+
+    def settle(self) -> None:
+        """The reply owed for the request being answered is sent (or never will be)."""
+        if self.owing:
+            self.owing = False
+            self.server.settle()
 
     def peer_allowed(self) -> bool:
         try:
@@ -494,6 +540,7 @@ class _Connection:
         """Send ``first``, then one message per new line, until the client closes."""
         try:
             await self.send({"v": PROTOCOL_VERSION, "ok": True, "result": first})
+            self.settle()  # what follows is a stream, not a reply tinit owes
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.wait_closed, nursery.cancel_scope)
                 async for record in updates:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from .control import Metrics, ServiceMetrics
+from .errors import TinitError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
@@ -134,9 +135,12 @@ class Operator:
 
     async def restart(self, names: Sequence[str]) -> None:
         runners = self._select(names)
-        async with trio.open_nursery() as nursery:
-            for runner in runners:
-                nursery.start_soon(self._sup.restart_service, runner.name)
+        try:
+            async with trio.open_nursery() as nursery:
+                for runner in runners:
+                    nursery.start_soon(self._sup.restart_service, runner.name)
+        except* TinitError as refused:  # a shutdown began: the reply gives its reason
+            raise refused.exceptions[0] from None
 
     def send_signal(self, signum: int, names: Sequence[str]) -> None:
         for runner in self._select(names):
