@@ -62,9 +62,22 @@ class Context:
     spawner: Spawner
     #: when the whole shutdown must be over (trio clock); inf until one begins
     deadline: float = math.inf
+    #: a shutdown began: no run of any service starts from then on
+    shutting_down: bool = False
+    #: SIGKILLs sent to services since the shutdown began (tinit then exits 137)
+    shutdown_kills: int = 0
     random: random.Random = field(default_factory=random.Random)
     #: the cgroup layout, or None when cgroups are off or unusable
     cgroups: Cgroups | None = None
+
+    def count_kill(self) -> None:
+        """Note a SIGKILL tinit sent: during a shutdown it decides the exit code."""
+        if self.shutting_down:
+            self.shutdown_kills += 1
+
+
+class _StopWanted(Exception):
+    """A run about to start is not started: a stop or a shutdown came first."""
 
 
 class ServiceRunner:
@@ -97,7 +110,7 @@ class ServiceRunner:
         self.last_oom = False
         #: how the service ended for good
         self.outcome: Outcome | None = None
-        #: set when a stop had to use SIGKILL (on shutdown, tinit then exits 137)
+        #: set when a stop had to use SIGKILL (the context counts it for the exit code)
         self.killed = False
         self.ever_started = False
         self.ever_ready = False
@@ -188,6 +201,7 @@ class ServiceRunner:
         if self._tree is not None and self._tree.alive():
             self._tree.kill()
             self.killed = True
+            self._ctx.count_kill()
 
     # -- the loop -------------------------------------------------------------
 
@@ -210,7 +224,7 @@ class ServiceRunner:
             met = False
             with self._interruptible():
                 met = await peer.wait_condition(condition)
-            if not self.want_up:
+            if self._stopping():
                 return False
             if not met:
                 self.log.error(
@@ -228,7 +242,10 @@ class ServiceRunner:
         while True:
             if self._stopping():
                 return self._mark_stopped()
-            status, uptime = await self._run_once()
+            ran = await self._run_once()
+            if ran is None:
+                return self._mark_stopped()
+            status, uptime = ran
             self.last_status = status
             key = str(status.code) if status.signal is None else signal_name(status.signal)
             self.exits[key] = self.exits.get(key, 0) + 1
@@ -269,8 +286,13 @@ class ServiceRunner:
                 self.outcome = Outcome.FAILED
             return
 
-    async def _run_once(self) -> tuple[ExitStatus, float]:
-        """Start the service once and return how it ended and how long it ran."""
+    async def _run_once(self) -> tuple[ExitStatus, float] | None:
+        """Start the service once and return how it ended and how long it ran.
+
+        None when it was not started because a stop (or tinit's shutdown) is
+        wanted: that is checked right before the fork, with no checkpoint in
+        between, so nothing starts once a shutdown has begun.
+        """
         svc = self.service
         self._run_failed = False
         self._terminating = False
@@ -301,12 +323,16 @@ class ServiceRunner:
                 cgroup_procs=procs_fd if procs_fd >= 0 else None,
             )
             spec = childspec.build(svc, fds, pid1=self._ctx.pid1)
+            if self._stopping():
+                raise _StopWanted
             launch = self._ctx.spawner.start(spec, self.cgroup)
-        except (TinitError, OSError) as exc:
+        except (TinitError, OSError, _StopWanted) as exc:
             output.close()
             if notify is not None:
                 notify.close()
             self._drop_cgroup()
+            if isinstance(exc, _StopWanted):
+                return None
             return self._start_failed(exc), 0.0
         finally:
             for fd in (stdin, procs_fd):
@@ -523,6 +549,7 @@ class ServiceRunner:
                 "service_killed", reason="stop_timeout", stop_timeout=self.service.stop_timeout
             )
             self.killed = True
+            self._ctx.count_kill()
             tree.kill()
             with trio.CancelScope(shield=True):
                 await tree.wait_gone()
@@ -537,11 +564,11 @@ class ServiceRunner:
         self.outcome = Outcome.STOPPED
 
     def _stopping(self) -> bool:
-        return not self.want_up
+        return not self.want_up or self._ctx.shutting_down
 
     def _interruptible(self) -> trio.CancelScope:
         scope = trio.CancelScope()
-        if not self.want_up:
+        if self._stopping():
             scope.cancel()
         self._wait_scope = scope
         return scope

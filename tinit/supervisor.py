@@ -11,6 +11,13 @@ service that depends on it has exited, independent ones in parallel, all
 under one ``shutdown_timeout``; then whatever is left in the namespace (or,
 not PID 1, below tinit) gets SIGTERM and, when the budget runs out, SIGKILL.
 A second TERM or INT kills everything at once.
+
+The budget bounds tinit's exit, not only the services' stop: from the moment
+a shutdown begins nothing starts any more, output still on its way to a slow
+reader is cut off when the budget runs out (and counted, ``output_dropped``),
+and replies the control socket owes are sent, briefly, before it closes.
+Every SIGKILL tinit sends from then on (to a service, one a reload is
+removing, or a leftover) makes the exit code 137.
 """
 
 from __future__ import annotations
@@ -33,10 +40,15 @@ if TYPE_CHECKING:
 
     from .cgroups import Cgroups
     from .config import Config, Service
+    from .control import ReplyDrain
     from .logs import Log
 
 #: outcomes of a service that ended for good without doing its job (critical: fatal)
 _FAILURES: Final = frozenset({Outcome.FAILED, Outcome.NEVER_STARTED})
+#: how long replies owed to control clients may hold tinit's exit (and at least
+#: how long they get once the shutdown budget is spent)
+_REPLY_GRACE: Final = 0.5
+_REPLY_MIN: Final = 0.1
 
 
 def run_services(
@@ -121,7 +133,8 @@ class Supervisor:
         self._end = trio.Event()
         self.shutdown_reason: str | None = None
         self._shutting_down = False
-        self._killed = False
+        #: SIGKILLs sent during the shutdown outside any runner (everything, leftovers)
+        self._killed = 0
         #: the status of the critical service whose end shut tinit down
         self._critical: ExitStatus | None = None
         self._first_failure: ExitStatus | None = None
@@ -133,6 +146,8 @@ class Supervisor:
         self._reloading: set[str] = set()
         self._ctx: Context
         self._root: trio.Nursery
+        #: the control socket's replies, to be finished before tinit exits
+        self._replies: ReplyDrain | None = None
         self.started_at = 0.0
 
     async def run(self) -> int:
@@ -163,18 +178,22 @@ class Supervisor:
                     for service in self.config.services.values():
                         self._launch(service)
                     await self._end.wait()
-                    ctx.deadline = trio.current_time() + self.config.settings.shutdown_timeout
                     if self._shutting_down:
                         await self._shutdown(ctx.deadline)
-                    await procs.stop_leftovers(
+                    else:  # every service ended: what is left gets the same budget
+                        self._set_deadline()
+                    if await procs.stop_leftovers(
                         self.reaper,
                         deadline=max(ctx.deadline, trio.current_time() + 0.1),
                         reason="shutdown_timeout",
                         log=self.log,
-                    )
+                    ):
+                        self._killed += 1
+                    await self._finish_replies()
                     root.cancel_scope.cancel()
         finally:
             signal.pthread_sigmask(signal.SIG_BLOCK, signals.HANDLED)
+            _report_late_output(self.log, stdout, stderr)
             with trio.CancelScope(shield=True):
                 await spool.close(stderr)
             stdout.close()
@@ -201,7 +220,9 @@ class Supervisor:
         operator = Operator(self)
         if self.control_socket:
             try:
-                await root.start(serve_control, self.control_socket, operator, self.log)
+                self._replies = await root.start(
+                    serve_control, self.control_socket, operator, self.log
+                )
             except ControlError as exc:
                 self.log.warning("control_socket_unavailable", error=str(exc))
         if listen is not None:
@@ -209,6 +230,18 @@ class Supervisor:
                 await root.start(serve_health, listen[0], listen[1], operator, self.log)
             except ControlError as exc:
                 self.log.error("health_endpoint_unavailable", error=str(exc))
+
+    async def _finish_replies(self) -> None:
+        """Let every control request being answered get its reply, briefly, before the end.
+
+        A ``tinit stop`` of the last service is what ends tinit: without this
+        its client would see the connection close instead of "ok".
+        """
+        if self._replies is None:
+            return
+        now = trio.current_time()
+        deadline = min(now + _REPLY_GRACE, max(self._ctx.deadline, now + _REPLY_MIN))
+        await self._replies.finish_replies(deadline)
 
     def shutdown_began(self) -> bool:
         """Whether tinit is shutting down (read again after every wait: it can change)."""
@@ -245,7 +278,8 @@ class Supervisor:
     async def start_service(self, name: str) -> None:
         """Start a service that is stopped or ended; nothing if it runs."""
         runner = self._runner(name)
-        if self._shutting_down or name in self._reloading or runner in self._replacing:
+        self._refuse_during_shutdown(name)
+        if name in self._reloading or runner in self._replacing:
             return  # a reload or restart owns this service's next run
         if not runner.finished.is_set():
             return
@@ -261,16 +295,24 @@ class Supervisor:
     async def restart_service(self, name: str) -> None:
         """Stop (if running) and start again; its dependents are left running."""
         runner = self._runner(name)
-        if self._shutting_down or name in self._reloading:
+        self._refuse_during_shutdown(name)
+        if name in self._reloading:
             return
         self.log.info("service_restart_requested", service=name)
         self._replacing.add(runner)
         await runner.stop()
-        if self.shutdown_began() or name in self._reloading:
-            return  # a shutdown or a reload took over while the old run stopped
+        self._refuse_during_shutdown(name)  # it began while the old run stopped
+        if name in self._reloading:
+            return  # a reload took over while the old run stopped
         if self.runners.get(name) is not runner:
             return  # another start or restart already launched the next run
         self._launch(runner.service, previous=runner)
+
+    def _refuse_during_shutdown(self, name: str) -> None:
+        if self._shutting_down:
+            from .errors import ControlError
+
+            raise ControlError(f"tinit is shutting down: {name} is not started again")
 
     async def reload(self) -> dict[str, list[str]]:
         """Re-read the config file and apply the difference.
@@ -351,17 +393,30 @@ class Supervisor:
             self._end.set()
 
     def request_shutdown(self, reason: str) -> None:
+        """Begin the shutdown, at once: from here on no service starts or restarts.
+
+        Synchronous on purpose: a runner checks the context's flag right
+        before it forks, so no run can start between this and the stops.
+        """
         if self._shutting_down:
             return
         self._shutting_down = True
+        self._ctx.shutting_down = True
         self.shutdown_reason = reason
+        self._set_deadline()
+        for runner in self.runners.values():
+            runner.request_stop()  # wakes waits for dependencies and backoffs
         self.log.info("shutdown_began", reason=reason)
         self._end.set()
 
+    def _set_deadline(self) -> None:
+        """Start the shutdown budget; output to a slow reader is cut off when it ends."""
+        deadline = trio.current_time() + self.config.settings.shutdown_timeout
+        self._ctx.deadline = deadline
+        self._ctx.stdout.cut_off_at(deadline)
+        self._ctx.stderr.cut_off_at(deadline)
+
     async def _shutdown(self, deadline: float) -> None:
-        for runner in self.runners.values():
-            runner.request_stop()  # nothing starts or restarts from here on
-            runner.killed = False  # only kills of the shutdown decide its exit code
         with trio.move_on_at(deadline):
             async with trio.open_nursery() as nursery:
                 for runner in self.runners.values():
@@ -380,10 +435,11 @@ class Supervisor:
         await runner.stop()
 
     def kill_everything(self) -> None:
-        self._killed = True
         for runner in self.runners.values():
-            runner.kill_now()
-        procs.signal_everything(signal.SIGKILL)
+            runner.kill_now()  # counts its own kill
+        self.reaper.reap()  # a zombie is no process to kill, but kill() reaches it
+        if procs.signal_everything(signal.SIGKILL):
+            self._killed += 1
 
     # -- signals ----------------------------------------------------------------
 
@@ -414,10 +470,23 @@ class Supervisor:
         return final_exit_code(
             critical=self._critical,
             shutdown_requested=self._shutting_down,
-            killed=self._killed or any(r.killed for r in self.runners.values()),
+            killed=self._killed + self._ctx.shutdown_kills > 0,
             first_failure=self._first_failure,
             remap=self.config.settings.exit_code_remap,
         )
+
+
+def _report_late_output(log: Log, *sinks: Sink) -> None:
+    """Say how much output the end of the shutdown budget cut off, per destination."""
+    for sink in sinks:
+        if sink.late_bytes:
+            log.warning(
+                "output_dropped",
+                sink=sink.name,
+                bytes=sink.late_bytes,
+                lines=sink.late_lines,
+                reason="shutdown_timeout",
+            )
 
 
 def _width(config: Config) -> int:
