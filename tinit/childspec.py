@@ -1,11 +1,12 @@
 """How a service's main process is to start, as a value: a function of its config.
 
 The service runner opens the run's descriptors (pipes, stdin, the cgroup's
-``cgroup.procs``); everything else about the child -- its environment, user,
-groups, capabilities, namespaces, parent-death signal -- follows from the
-service's config and the few facts about tinit passed in here, and is built
-into a :class:`~tinit.spawn.ChildSpec` without trio, a fork or any state, so
-it can be checked on its own. Only user and group names are looked up on this
+``cgroup.procs``), the files the config names with the service's own rights
+(:func:`owner`, safeopen.py). Everything else about the child -- its
+environment, user, groups, capabilities, namespaces, parent-death signal --
+follows from the service's config and the few facts about tinit passed in
+here, and is built into a :class:`~tinit.spawn.ChildSpec` without trio, a
+fork or any state, so it can be checked on its own. Only user and group names are looked up on this
 machine (the account databases), as the config checker does.
 """
 
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Final
 from .config import Namespaces
 from .errors import SpawnError
 from .privileges import resolve as resolve_privileges
+from .safeopen import Access, Owner, open_for_service
 from .spawn import ChildSpec
 
 if TYPE_CHECKING:
@@ -49,9 +51,26 @@ class RunFds:
     cgroup_procs: int | None = None
 
 
-def open_stdin(path: str | None) -> int:
-    """The service's stdin: its ``stdin:`` file, or /dev/null."""
-    return os.open(path or os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+def open_stdin(path: str | None, owner: Owner | None) -> int:
+    """The service's stdin: its ``stdin:`` file, opened as ``owner`` would, or /dev/null.
+
+    Raises FileRefused (an OSError) naming the file and why.
+    """
+    if path is None:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return open_for_service(path, Access.READ, owner)
+
+
+def owner(service: Service) -> Owner | None:
+    """Whose rights tinit uses to open the service's files: None for a root service.
+
+    The ids are the ones the child switches to (:func:`build`), supplementary
+    groups included. Raises SpawnError for an unknown user or group.
+    """
+    uid, gid, groups = _ids(service, {})
+    if uid is None or uid == 0:
+        return None  # root may open anything; so may a service that runs as tinit
+    return Owner(uid, gid if gid is not None else uid, tuple(groups or ()))
 
 
 def environment(service: Service, inherited: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -101,7 +120,18 @@ def build(
 
 
 def _privileges(service: Service, env: dict[str, str]) -> Privileges | None:
-    """User, groups and capabilities to switch to, None when nothing changes.
+    """User, groups and capabilities to switch to, None when nothing changes (see _ids)."""
+    uid, gid, groups = _ids(service, env)
+    caps = service.capabilities
+    if uid is None and gid is None and not caps.add and not caps.drop and not service.no_new_privs:
+        return None
+    return resolve_privileges(
+        caps, uid=uid, gid=gid, groups=groups, no_new_privs=service.no_new_privs
+    )
+
+
+def _ids(service: Service, env: dict[str, str]) -> tuple[int | None, int | None, list[int] | None]:
+    """The uid, gid and supplementary groups the service runs with; None: tinit's own.
 
     With a ``user:``, ``HOME``, ``USER`` and ``LOGNAME`` in ``env`` become
     that user's, unless the service's ``env:`` sets them.
@@ -122,12 +152,7 @@ def _privileges(service: Service, env: dict[str, str]) -> Privileges | None:
     if service.group is not None:
         gid = group_id(service.group)
         groups = groups if groups is not None else [gid]
-    caps = service.capabilities
-    if uid is None and gid is None and not caps.add and not caps.drop and not service.no_new_privs:
-        return None
-    return resolve_privileges(
-        caps, uid=uid, gid=gid, groups=groups, no_new_privs=service.no_new_privs
-    )
+    return uid, gid, groups
 
 
 def user_entry(name: str) -> pwd.struct_passwd:

@@ -47,11 +47,13 @@ from tinit._lines import (
     PrefixFormat,
     name_prefix,
 )
+from tinit.safeopen import Access, open_for_service
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from .logs import Log
+    from .safeopen import Owner
 
 __all__ = ["MAX_LINE", "Output", "Ring", "Sink"]
 
@@ -67,7 +69,6 @@ def set_logger(log: Log) -> None:
 
 _PIPE_BUF: Final = select.PIPE_BUF  # a pipe write up to this size is atomic (pipe(7))
 _PIPE_SIZE: Final = 256 * 1024  # kernel buffer asked for service pipes: fewer wake-ups
-_FILE_MODE: Final = 0o640
 
 _BLOCKING: Final = 0  # regular files, /dev/null, and what cannot be reopened
 _NONBLOCKING: Final = 1  # our own O_NONBLOCK description of a pipe or terminal
@@ -147,14 +148,17 @@ class Sink:
         return cls(os.dup(fd), _BLOCKING, name=name, isatty=tty)
 
     @classmethod
-    def for_file(cls, path: str) -> Sink:
+    def for_file(cls, path: str, owner: Owner | None = None) -> Sink:
         """The sink appending to the file ``path`` (``file:PATH`` mode).
 
-        The file is created with mode 0640 if missing. Every caller naming the
-        same file gets the same sink, so lines from several services stay
-        whole; each caller must `close` it once.
+        The file is opened with ``owner``'s rights (the service's; None: a
+        root service's), created with mode 0640 if missing, and must be a
+        regular file or a character device (safeopen.py); otherwise
+        FileRefused (an OSError) says why. Every caller naming the same file
+        gets the same sink, so lines from several services stay whole; each
+        caller must `close` it once.
         """
-        fd = _open_append(path)
+        fd = open_for_service(path, Access.APPEND, owner)
         st = os.fstat(fd)
         key = (st.st_dev, st.st_ino)
         shared = _file_sinks.get(key)
@@ -162,7 +166,11 @@ class Sink:
             os.close(fd)
             shared._users += 1
             return shared
-        sink = cls(fd, _BLOCKING, name=path)
+        # The description is ours alone and non-blocking: a regular file
+        # never says EAGAIN, a character device (a terminal) may, and is
+        # then waited for like a pipe.
+        kind = _NONBLOCKING if stat.S_ISCHR(st.st_mode) else _BLOCKING
+        sink = cls(fd, kind, name=path)
         sink._key = key
         _file_sinks[key] = sink
         return sink
@@ -285,23 +293,6 @@ def _piece(data: bytes, start: int) -> int:
         if newline < 0:
             return len(data) - start
     return newline + 1 - start
-
-
-def _open_append(path: str) -> int:
-    """Open ``path`` for appending, creating it with exactly mode 0640 if missing."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOCTTY
-    while True:
-        try:
-            return os.open(path, flags)
-        except FileNotFoundError:
-            pass
-        try:
-            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, _FILE_MODE)
-        except FileExistsError:
-            continue  # created by someone else in between
-        # The umask may have taken bits away; the spec promises 0640.
-        os.fchmod(fd, _FILE_MODE)
-        return fd
 
 
 _RECORD: Final = struct.Struct("<dBI")  # a ring record's header: time, stream, length
@@ -482,11 +473,12 @@ class Output:
         # being formatted (held-back bytes plus one read), and its output.
         return 2 * (READ_SIZE + MAX_LINE + (MAX_LINE + READ_SIZE) + out)
 
-    def open(self) -> tuple[int, int]:
+    def open(self, owner: Owner | None = None) -> tuple[int, int]:
         """Make the descriptors the service gets as its fd 1 and fd 2.
 
         They are close-on-exec; the spawner dup2()s them into the child, and the
-        caller calls `close_child_ends` once the child is forked.
+        caller calls `close_child_ends` once the child is forked. A ``file:``
+        is opened with ``owner``'s rights (`Sink.for_file`).
         """
         if self._child or self._read:
             raise RuntimeError(f"output of {self.name} is already open")
@@ -501,7 +493,7 @@ class Output:
                 self._child = [os.open(os.devnull, flags), os.open(os.devnull, flags)]
             else:
                 if self._kind == "file":
-                    self._file = Sink.for_file(self.mode[5:])
+                    self._file = Sink.for_file(self.mode[5:], owner)
                 for stream in ("stdout", "stderr"):
                     r, w = os.pipe2(os.O_CLOEXEC)
                     self._read[stream] = r

@@ -311,8 +311,11 @@ class ServiceRunner:
         stdin = procs_fd = -1
         try:
             self.cgroup = self._make_cgroup()
-            child_out, child_err = output.open()
-            stdin = childspec.open_stdin(svc.stdin)
+            # The files the config names are opened with the service's own
+            # rights; a refused one (FileRefused, an OSError) is a failed start.
+            owner = childspec.owner(svc)
+            child_out, child_err = output.open(owner)
+            stdin = childspec.open_stdin(svc.stdin, owner)
             if self.cgroup is not None:
                 procs_fd = self.cgroup.open_procs()
             fds = childspec.RunFds(
