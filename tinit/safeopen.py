@@ -88,7 +88,10 @@ class FileRefused(OSError):
 def open_for_service(path: str, access: Access, owner: Owner | None) -> int:
     """Open ``path`` as ``owner`` would; return a close-on-exec fd, or raise FileRefused.
 
-    ``owner=None`` opens with tinit's own rights (a root service).
+    ``owner=None`` opens with tinit's own rights (a root service). A READ fd
+    is blocking, as a service expects its stdin: a caller that reads it in
+    tinit itself must also refuse character devices other than /dev/null (a
+    terminal would block the read), and bound what it reads.
     """
     with _rights_of(owner, path):
         fd = _open(path, access, owner)
