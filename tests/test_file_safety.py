@@ -21,7 +21,8 @@ import pytest
 
 from tests.svcrun import run_config
 from tinit import childspec
-from tinit.config import parse_config
+from tinit.config import load_config, parse_config
+from tinit.errors import ConfigError
 from tinit.safeopen import Access, FileRefused, Owner, open_for_service
 
 if TYPE_CHECKING:
@@ -302,3 +303,25 @@ def test_append_creates_the_file_once_as_the_owner(own: Path) -> None:
     info = path.stat()
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (NOBODY, NOBODY, 0o640)
     assert path.read_bytes() == b"a\nb\n"
+
+
+def test_env_file_is_read_with_the_services_rights(own: Path, secret: Path) -> None:
+    """Before: tinit read a `user: nobody` service's env_file as root, so a link to a
+    root-only file put its contents into the service's environment. Now the file is read
+    as the service's user, and the config is refused with the reason."""
+    env_file = own / "app.env"
+    os.symlink(secret, env_file)
+    config = own / "services.yaml"
+    config.write_text(
+        f"version: 1\nservices:\n  app: {{command: [env], user: nobody, env_file: {env_file}}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(config))
+    (problem,) = caught.value.problems
+    assert "can't read env file" in problem.message and "Permission denied" in problem.message
+    # A file nobody may read is read as before.
+    env_file.unlink()
+    env_file.write_text("FROM_FILE=yes\n")
+    loaded = load_config(str(config))
+    assert loaded.services["app"].environment["FROM_FILE"] == "yes"
+    assert (os.geteuid(), os.getegid()) == (0, 0)

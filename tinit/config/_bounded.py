@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from tinit.safeopen import Owner
 
 #: the config file and each env file
 MAX_FILE_BYTES: Final = 1 << 20
@@ -33,16 +36,24 @@ class Unreadable(Exception):
     """A file can't be read; the message says why, in a few words."""
 
 
-def read_bounded(path: str, *, pipes: bool) -> bytes:
+def read_bounded(path: str, *, pipes: bool, owner: Owner | None = None) -> bytes:
     """The bytes of the file at ``path``, at most ``MAX_FILE_BYTES`` of them.
 
     The file is opened non-blocking, so that a FIFO nobody writes to doesn't
     hang the open. A regular file is read, and /dev/null; with ``pipes`` a
     FIFO too, until its writers close it. Anything else (a device such as
-    /dev/zero, a socket, a directory) is refused.
+    /dev/zero, a socket, a directory) is refused. An env file is read with
+    the rights of the service it is for (``owner``, see tinit/safeopen.py),
+    so that a service never reads, through tinit, a file it could not read
+    itself.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if owner is None:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        else:
+            from tinit.safeopen import Access, open_for_service
+
+            fd = open_for_service(path, Access.READ, owner)
     except OSError as exc:
         raise Unreadable(exc.strerror or str(exc)) from None
     try:

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     import yaml
 
     from tinit.config._yamlnodes import Entry, Fields, Reader
+    from tinit.safeopen import Owner
 
 __all__ = ["load_config", "parse_config"]
 
@@ -270,7 +271,10 @@ class _Loader(SectionReader):
         oneshot = f.get("oneshot", r.boolean, False)
         env: dict[str, str] = f.get("env", self._env, {})
         env_files: tuple[tuple[str, ...], dict[str, str]] = ((), {})
-        env_file, file_env = f.get("env_file", self._env_files, env_files)
+        user = f.nullable("user", lambda n, p: self._account(n, p, "user"), None)
+        group = f.nullable("group", lambda n, p: self._account(n, p, "group"), None)
+        owner = _file_owner(user, group)
+        env_file, file_env = f.get("env_file", lambda n, p: self._env_files(n, p, owner), env_files)
         clear_env = f.get("clear_env", r.boolean, False)
         environment = {**({} if clear_env else r.environ), **file_env, **env}
         run = Run(environment, f.nullable("workdir", self._workdir, None))
@@ -284,8 +288,8 @@ class _Loader(SectionReader):
             source_command=source,
             shell=shell,
             workdir=run.workdir,
-            user=f.nullable("user", lambda n, p: self._account(n, p, "user"), None),
-            group=f.nullable("group", lambda n, p: self._account(n, p, "group"), None),
+            user=user,
+            group=group,
             umask=f.nullable("umask", self._umask, None),
             env=MappingProxyType(env),
             env_file=env_file,
@@ -377,26 +381,32 @@ class _Loader(SectionReader):
             self.reader.fail(entry.key_node, path, f"{entry.key!r} is not a valid variable name")
         return self.reader.text(entry.node, f"{path}.{entry.key}")
 
-    def _env_files(self, node: yaml.Node, path: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    def _env_files(
+        self, node: yaml.Node, path: str, owner: Owner | None
+    ) -> tuple[tuple[str, ...], dict[str, str]]:
         r = self.reader
         if r.is_null(node):
             return (), {}
-        files = (
-            r.items(node, path, self._env_file) if r.is_list(node) else [self._env_file(node, path)]
-        )
+
+        def read(item: yaml.Node, item_path: str) -> tuple[str, dict[str, str]]:
+            return self._env_file(item, item_path, owner)
+
+        files = r.items(node, path, read) if r.is_list(node) else [read(node, path)]
         values: dict[str, str] = {}
         for _, file_values in files:
             values.update(file_values)
         return tuple(name for name, _ in files), values
 
-    def _env_file(self, node: yaml.Node, path: str) -> tuple[str, dict[str, str]]:
+    def _env_file(
+        self, node: yaml.Node, path: str, owner: Owner | None
+    ) -> tuple[str, dict[str, str]]:
         from tinit.config._bounded import Unreadable, read_bounded
 
         r = self.reader
         written = r.string(node, path)
         name = self._resolve(written)
         try:
-            text = read_bounded(name, pipes=False).decode()
+            text = read_bounded(name, pipes=False, owner=owner).decode()
         except (Unreadable, UnicodeDecodeError) as exc:
             reason = str(exc) if isinstance(exc, Unreadable) else "it is not UTF-8 text"
             message = f"can't read env file {written!r}: {reason}"
@@ -455,3 +465,35 @@ def _encodes(text: str) -> bool:
 def _one_line(message: str) -> str:
     """A message on one line: a value or a YAML error quoted in it may hold line breaks."""
     return " ".join(message.splitlines())
+
+
+def _file_owner(user: str | None, group: str | None) -> Owner | None:
+    """Whose rights read a service's env files: its user's, when tinit is root and it isn't.
+
+    The same ids its process gets (tinit/childspec.py): the user's uid, its
+    primary group or ``group:``, and its supplementary groups. None reads with
+    tinit's own rights: a root service, no ``user:``, an unknown user (the
+    file is then invalid anyway), or a ``tinit check`` that is not root.
+    """
+    import grp
+    import pwd
+
+    from tinit.safeopen import Owner
+
+    if user is None or os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+        groups = tuple(os.getgrouplist(entry.pw_name, gid))
+    except KeyError:
+        if not user.isdigit():
+            return None
+        uid = gid = int(user)
+        groups = (gid,)
+    if group is not None:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            return None
+    return None if uid == 0 else Owner(uid, gid, groups)
