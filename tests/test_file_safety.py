@@ -325,3 +325,25 @@ def test_env_file_is_read_with_the_services_rights(own: Path, secret: Path) -> N
     loaded = load_config(str(config))
     assert loaded.services["app"].environment["FROM_FILE"] == "yes"
     assert (os.geteuid(), os.getegid()) == (0, 0)
+
+
+def test_a_root_only_env_file_that_only_root_controls_is_read(tmp_path: Path) -> None:
+    """As systemd's EnvironmentFile=: a root-only secret in a path only root can change is
+    read for a `user: nobody` service (the config's author named it), through a root-owned
+    symbolic link too, as Kubernetes mounts secrets."""
+    os.chmod(tmp_path, 0o755)
+    secret = tmp_path / "secret.env"
+    secret.write_text("TOKEN=s3cret\n")
+    secret.chmod(0o600)
+    link = tmp_path / "current.env"
+    os.symlink(secret.name, link)
+    config = tmp_path / "services.yaml"
+    config.write_text(
+        f"version: 1\nservices:\n  app: {{command: [env], user: nobody, env_file: {link}}}\n"
+    )
+    assert load_config(str(config)).services["app"].environment["TOKEN"] == "s3cret"
+    # The same file behind a directory nobody may write into is another matter.
+    os.chmod(tmp_path, 0o777)
+    with pytest.raises(ConfigError):
+        load_config(str(config))
+    os.chmod(tmp_path, 0o755)

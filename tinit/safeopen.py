@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["Access", "FileRefused", "Owner", "open_for_service"]
+__all__ = ["Access", "FileRefused", "Owner", "open_for_service", "root_controlled"]
 
 #: the mode of a file tinit creates for a service's output
 CREATE_MODE: Final = 0o640
@@ -105,6 +105,52 @@ def open_for_service(path: str, access: Access, owner: Owner | None) -> int:
         os.close(fd)
         raise
     return fd
+
+
+#: symbolic links followed by root_controlled before it gives up, as the kernel's limit
+_MAX_LINKS: Final = 40
+
+
+def root_controlled(path: str) -> bool:
+    """Whether only root can change what ``path`` leads to: a root-owned regular file.
+
+    Every directory on the way, every symbolic link followed and the file
+    itself must belong to root, and no directory may be writable by others
+    (a sticky one, like /tmp, is fine: others can't replace root's entries
+    there). Then reading the file as root hands a service only what the
+    config's author pointed at, as systemd's ``EnvironmentFile=`` does for
+    root-only secrets. Answers False for anything else, and never raises.
+    """
+    parts = [p for p in os.path.abspath(path).split("/") if p]
+    current, links = "/", 0
+    try:
+        while parts:
+            if not _trusted(os.lstat(current), directory=True):
+                return False
+            candidate = os.path.join(current, parts.pop(0))
+            st = os.lstat(candidate)
+            if stat.S_ISLNK(st.st_mode):
+                links += 1
+                if st.st_uid != 0 or links > _MAX_LINKS:
+                    return False
+                target = os.readlink(candidate)
+                base = "/" if target.startswith("/") else current
+                parts = [p for p in os.path.join(base, target).split("/") if p] + parts
+                current = "/"
+                continue
+            current = candidate
+        final = os.lstat(current)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(final.st_mode) and _trusted(final, directory=False)
+
+
+def _trusted(st: os.stat_result, *, directory: bool) -> bool:
+    if st.st_uid != 0:
+        return False
+    if directory and stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
+        return True
+    return not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def _open(path: str, access: Access, owner: Owner | None) -> int:
