@@ -121,6 +121,8 @@ class ServiceRunner:
         self._terminating = False
         self._terminated = trio.Event()
         self._run_failed = False
+        #: set (and replaced) each time a reload updates the service in place
+        self._updated = trio.Event()
 
     def carry_counters(self, previous: ServiceRunner) -> None:
         """Keep the totals of the runner this one replaces (for status and metrics)."""
@@ -203,6 +205,32 @@ class ServiceRunner:
             self.killed = True
             self._ctx.count_kill()
 
+    def update(self, service: Service) -> bool:
+        """Take a new config of this service in place; False when only a new runner can.
+
+        The caller checked that nothing the process was started with differs
+        (config.reloadable). From here on the loop, the probes and the stop
+        read the new values; limits are written to the live cgroup. A runner
+        still waiting for its dependencies waits for the old ones: when those
+        changed, a new runner, which has no process to lose, takes them.
+        """
+        old = self.service
+        waiting = self.state is State.PENDING and not self.finished.is_set()
+        if waiting and old.depends_on != service.depends_on:
+            return False
+        self.service = service
+        if self.cgroup is not None and (old.limits, old.oom_group) != (
+            service.limits,
+            service.oom_group,
+        ):
+            try:
+                self.cgroup.apply(service.limits, service.oom_group)
+            except TinitError as exc:
+                self.log.error("limits_not_applied", error=str(exc))
+        self._updated.set()
+        self._updated = trio.Event()
+        return True
+
     # -- the loop -------------------------------------------------------------
 
     async def run(self) -> None:
@@ -238,13 +266,13 @@ class ServiceRunner:
         return True
 
     async def _loop(self) -> None:
-        svc = self.service
         while True:
             if self._stopping():
                 return self._mark_stopped()
             ran = await self._run_once()
             if ran is None:
                 return self._mark_stopped()
+            svc = self.service  # after the run: a reload may have changed the policy
             status, uptime = ran
             self.last_status = status
             key = str(status.code) if status.signal is None else signal_name(status.signal)
@@ -481,8 +509,7 @@ class ServiceRunner:
         await self._terminate(tree)
 
     async def _probe(self, launch: Launch, notify: probes.NotifyPipe | None) -> None:
-        svc = self.service
-        ready = svc.ready
+        ready = self.service.ready
         if ready is not None:
             ok = False
             limit = math.inf if ready.start_timeout is None else ready.start_timeout
@@ -496,13 +523,28 @@ class ServiceRunner:
         self.ever_ready = True
         self._set_state(State.RUNNING)
         self.log.info("service_ready", pid=launch.process.pid)
-        health = svc.health
-        if health is None:
-            return
+        await self._watch_health(launch)
+
+    async def _watch_health(self, launch: Launch) -> None:
+        """Run the health check until it fails ``failures`` times in a row.
+
+        The check is read afresh each time, so a reload's new one takes
+        effect at the next check (and starts its count of misses anew).
+        """
         misses = 0
+        probe = None
         while True:
+            health = self.service.health
+            if health is None:
+                await self._updated.wait()
+                continue
             await trio.sleep(health.interval)
-            if await probes.check(health, childspec.environment(svc), self._ctx.reaper):
+            if self.service.health != health:
+                continue  # replaced during the wait: the new one's interval first
+            if health != probe:
+                probe, misses = health, 0
+            env = childspec.environment(self.service)
+            if await probes.check(health, env, self._ctx.reaper):
                 misses = 0
                 continue
             misses += 1
@@ -518,9 +560,11 @@ class ServiceRunner:
             if await notify.wait_ready():
                 return True
             await trio.sleep_forever()  # closed without a newline: never ready
-        env = childspec.environment(self.service)
-        while not await probes.check(ready, env, self._ctx.reaper):
+        while not await probes.check(ready, childspec.environment(self.service), self._ctx.reaper):
             await trio.sleep(ready.interval)
+            ready = self.service.ready  # a reload's new probe takes the next check
+            if ready is None:
+                return True
         return True
 
     async def _terminate(self, tree: ProcessTree, *, leftovers_only: bool = False) -> None:
