@@ -51,6 +51,7 @@ class FakeTarget:
             "added": [],
             "removed": [],
             "changed": [],
+            "updated": [],
             "unchanged": sorted(self.services),
         }
         self.reload_problems: list[Problem] = []

@@ -326,11 +326,12 @@ async def test_reload_prints_what_changed(
             "added": ["cache"],
             "removed": [],
             "changed": ["web"],
+            "updated": ["db"],
             "unchanged": [],
         }
         async with control(target, sock):
             assert await run_client("reload", "--control-socket", sock) == 0
-            assert capsys.readouterr().out == "added: cache\nchanged: web\n"
+            assert capsys.readouterr().out == "added: cache\nchanged: web\nupdated: db\n"
             target.reload_result = {"added": [], "removed": [], "changed": [], "unchanged": ["a"]}
             assert await run_client("reload", "--control-socket", sock) == 0
             assert capsys.readouterr().out == "nothing changed\n"

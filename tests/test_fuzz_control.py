@@ -116,7 +116,7 @@ results = st.one_of(
         }
     ),
     st.dictionaries(
-        st.sampled_from(["added", "removed", "changed", "unchanged"]),
+        st.sampled_from(["added", "removed", "changed", "updated", "unchanged"]),
         st.lists(st.text(max_size=8)) | values,
     ),
     record,

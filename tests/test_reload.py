@@ -59,6 +59,7 @@ def test_sighup_applies_the_difference(tmp_path: Path) -> None:
     assert reloaded[0]["removed"] == ["drop"]
     assert reloaded[0]["changed"] == ["change"]
     assert reloaded[0]["unchanged"] == ["keep"]
+    assert reloaded[0]["updated"] == []
     assert len(result.named("service_starting", "keep")) == 1
     assert len(result.named("service_starting", "change")) == 2
     assert result.named("service_stopped", "drop")
@@ -126,3 +127,34 @@ def test_a_hostile_reload_is_reported_and_the_running_config_stays(
     assert len(problems) == 1, problems
     assert EXPECTED[kind] in problems[0]
     assert not result.named("config_reloaded")
+
+
+def test_a_policy_change_is_taken_in_place_and_a_command_change_restarts(tmp_path: Path) -> None:
+    """stop_timeout and limits change the running service, same pid; a new command restarts."""
+    pids = {name: tmp_path / f"{name}.pid" for name in ("policy", "command")}
+    before = "version: 1\nservices:\n" + "".join(_service(n, pids[n]) for n in pids)
+    config = write_config(tmp_path, before)
+    tinit = start(config)
+    assert wait_for(lambda: all(_pid(p) for p in pids.values()))
+    first = {n: _pid(p) for n, p in pids.items()}
+
+    policy = "    stop_timeout: 3s\n    limits: {memory: 256M, pids: 100}\n"
+    after = "version: 1\nservices:\n" + (
+        _service("policy", pids["policy"]) + policy + _service("command", pids["command"], " 60")
+    )
+    config.write_text(after)
+    pids["command"].unlink()
+    tinit.signal(signal.SIGHUP)
+    assert wait_for(lambda: _pid(pids["command"]) is not None)
+    time.sleep(0.3)
+    assert _pid(pids["policy"]) == first["policy"]
+    assert _pid(pids["command"]) != first["command"]
+    tinit.signal(signal.SIGTERM)
+    result = finish(tinit)
+    assert result.code == 0
+    (reloaded,) = result.named("config_reloaded")
+    assert reloaded["updated"] == ["policy"]
+    assert reloaded["changed"] == ["command"]
+    assert reloaded["unchanged"] == []
+    assert len(result.named("service_starting", "policy")) == 1
+    assert len(result.named("service_starting", "command")) == 2

@@ -116,7 +116,10 @@ class ControlTarget(Protocol):
     def send_signal(self, signum: int, names: Sequence[str]) -> None: ...
 
     async def reload(self) -> dict[str, list[str]]:
-        """Re-read the config; ``{"added", "removed", "changed", "unchanged"}`` name lists.
+        """Re-read the config; name lists by what happened to each service.
+
+        ``added``, ``removed``, ``changed`` (restarted), ``updated`` (new
+        config taken in place, same process) and ``unchanged``.
 
         Raises ConfigError, changing nothing, when the new file is invalid.
         """

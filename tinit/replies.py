@@ -45,7 +45,7 @@ _RECORD_FIELDS: Final[dict[str, tuple[type, ...]]] = {
     "stream": (str,),
     "line": (str,),
 }
-_DIFF_KEYS: Final = ("added", "removed", "changed")
+_DIFF_KEYS: Final = ("added", "removed", "changed", "updated")
 
 
 def parse_reply(line: bytes, path: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from . import output, procs, signals, spawn
+from .config.reloadable import needs_restart
 from .output import Sink
 from .reaper import Reaper
 from .service import Context, ServiceRunner
@@ -318,8 +319,10 @@ class Supervisor:
         """Re-read the config file and apply the difference.
 
         Raises ConfigError and changes nothing when the new file is invalid.
-        Added services start, removed ones stop, changed ones (any key that
-        affects the process) restart, and the rest are left untouched.
+        Added services start, removed ones stop, changed ones restart when
+        what their process was started with changed ("changed"), else their
+        runner takes the new config in place ("updated",
+        config/reloadable.py); the rest are left untouched.
         """
         async with self._reload_lock:
             return await self._reload()
@@ -331,10 +334,18 @@ class Supervisor:
         old = dict(self.runners)
         added = [n for n in new.services if n not in old]
         removed = [n for n in old if n not in new.services]
-        changed = [n for n in new.services if n in old and new.services[n] != old[n].service]
-        unchanged = [n for n in new.services if n in old and n not in changed]
+        differ = [n for n in new.services if n in old and new.services[n] != old[n].service]
+        # in place first: a policy change never waits for the stops below
+        updated = [n for n in differ if self._update_in_place(old[n], new.services[n])]
+        changed = [n for n in differ if n not in updated]
+        unchanged = [n for n in new.services if n in old and n not in differ]
         self.log.info(
-            "config_reloaded", added=added, removed=removed, changed=changed, unchanged=unchanged
+            "config_reloaded",
+            added=added,
+            removed=removed,
+            changed=changed,
+            updated=updated,
+            unchanged=unchanged,
         )
         self.config = new
         self._ctx.width = _width(new)
@@ -350,12 +361,23 @@ class Supervisor:
         for name in removed:
             self.runners.pop(name, None)
         if self.shutdown_began():
-            return {"added": [], "removed": removed, "changed": [], "unchanged": unchanged}
+            added, changed = [], []
         for name in changed:
             self._launch(new.services[name], previous=old[name])
         for name in added:
             self._launch(new.services[name])
-        return {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}
+        return {
+            "added": added,
+            "removed": removed,
+            "changed": changed,
+            "updated": updated,
+            "unchanged": unchanged,
+        }
+
+    @staticmethod
+    def _update_in_place(runner: ServiceRunner, service: Service) -> bool:
+        """Give ``service`` to its runner when nothing its process was started with changed."""
+        return not needs_restart(runner.service, service) and runner.update(service)
 
     async def _reload_on_signal(self) -> None:
         from .errors import ConfigError
