@@ -541,3 +541,33 @@ def test_required_starts_and_writes_the_limits(container: Callable[..., Containe
     assert cgv2.read(tinit.cgroup / "memory.max") == "max"  # never on ROOT
     assert cgv2.read(tinit.cgroup / "pids.max") == "max"
     assert not (tinit.cgroup / "services").exists()
+
+
+def test_a_reload_writes_new_limits_to_the_running_service(
+    container: Callable[..., ContainerTinit], tmp_path: Path
+) -> None:
+    """Only limits changed: the same process runs on under the new ones."""
+    body = """
+        version: 1
+        settings: {{cgroups: required}}
+        services:
+          limited:
+            command: "sleep 60"
+            limits: {{memory: {memory}, pids: {pids}}}
+        """
+    tinit = container(body.format(memory="64M", pids=100))
+    tinit.wait_event("service_ready", "limited")
+    leaf = tinit.cgroup / "services" / "limited"
+    before = cgv2.pids_in(leaf)
+    assert cgv2.read(leaf / "memory.max") == str(64 * MiB)
+    write_config(tmp_path, body.format(memory="32M", pids=50), "c0.yaml")
+    tinit.signal(signal.SIGHUP)
+    (reloaded,) = tinit.wait_event("config_reloaded")
+    assert reloaded["updated"] == ["limited"]
+    assert cgv2.read(leaf / "memory.max") == str(32 * MiB)
+    assert cgv2.read(leaf / "pids.max") == "50"
+    assert cgv2.pids_in(leaf) == before
+    tinit.signal(signal.SIGTERM)
+    result = tinit.finish()
+    assert result.code == 0, result.stderr
+    assert len(result.named("service_starting", "limited")) == 1
