@@ -13,10 +13,19 @@ import pytest
 import trio
 import trio.testing
 
-from tests.test_runner import SIGKILL, SIGTERM, Script, ms, running, service, sleep_until
+from tests.test_runner import (
+    SIGKILL,
+    SIGTERM,
+    Script,
+    _free_port,
+    ms,
+    running,
+    service,
+    sleep_until,
+)
 from tinit.cgroups import ServiceCgroup
-from tinit.config import Backoff, Limits
-from tinit.state import State
+from tinit.config import Backoff, Limits, TcpProbe
+from tinit.state import Outcome, State
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -104,3 +113,24 @@ async def test_a_runner_waiting_for_new_dependencies_is_replaced_not_updated(
         assert h.runner.service is svc
         assert h.runner.update(dataclasses.replace(svc, stop_timeout=1.0))
         await h.runner.stop()
+
+
+async def test_a_health_check_added_in_place_checks_the_running_process(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """No check at the start; the reload's check runs from its first interval on."""
+    svc = service("""
+        command: fake
+        output: "null"
+        max_restarts: 0
+    """)
+    closed = ("127.0.0.1", _free_port())
+    health = TcpProbe(interval=1.0, timeout=0.1, start_timeout=None, failures=2, address=closed)
+    async with running(svc, Script(dies_after=0.050)) as h:
+        await sleep_until(0.5)
+        assert h.runner.update(dataclasses.replace(svc, health=health))
+        with trio.fail_after(60):
+            await h.runner.finished.wait()
+    assert h.log.times("health_check_failed") == [1500, 2500]
+    assert h.spawner.events == [(0, "start"), (2500, "signal", SIGTERM), (2550, "exit", SIGTERM)]
+    assert h.runner.outcome is Outcome.FAILED
