@@ -223,6 +223,64 @@ def test_sigterm_stops_in_reverse_dependency_order(tmp_path: Path) -> None:
     assert stopped.index("web") < stopped.index("api") < stopped.index("db")
 
 
+POSTGRES = """
+import os, signal, sys, time
+def on_term(*_):
+    # what a database sees when told to stop: is its client already gone?
+    seen = "app-gone" if os.path.exists(sys.argv[1] + "/app.exited") else "app-still-running"
+    with open(sys.argv[1] + "/postgres.term", "w") as f:
+        f.write(f"{time.time()} {seen}")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+while True:
+    time.sleep(60)
+"""
+
+APP = """
+import signal, sys, time
+def on_term(*_):
+    time.sleep(1.0)  # draining: still needs the database
+    with open(sys.argv[1] + "/app.exited", "w") as f:
+        f.write(str(time.time()))
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+open(sys.argv[1] + "/app.up", "w").close()
+while True:
+    time.sleep(60)
+"""
+
+
+def test_shutdown_waits_for_dependents_through_a_finished_oneshot(tmp_path: Path) -> None:
+    (tmp_path / "postgres.py").write_text(POSTGRES)
+    (tmp_path / "app.py").write_text(APP)
+    config = write_config(
+        tmp_path,
+        f"""
+        version: 1
+        services:
+          postgres: {{command: [PYTHON, "{tmp_path}/postgres.py", "{tmp_path}"]}}
+          migrate:
+            command: "sh -c 'echo migrated'"
+            oneshot: true
+            depends_on: {{postgres: ready}}
+          app:
+            command: [PYTHON, "{tmp_path}/app.py", "{tmp_path}"]
+            depends_on: {{migrate: completed}}
+        """,
+    )
+    tinit = start(config)
+    assert wait_for(lambda: (tmp_path / "app.up").exists(), timeout=30)
+    tinit.signal(signal.SIGTERM)
+    result = finish(tinit)
+    assert result.code == 0, result.stderr[-2000:]
+    term_at, seen = (tmp_path / "postgres.term").read_text().split()
+    assert seen == "app-gone"
+    assert float(term_at) >= float((tmp_path / "app.exited").read_text())
+    # tinit's own events agree: app was gone before postgres was told to stop
+    events = [f"{e.get('event')}:{e.get('service')}" for e in result.events]
+    assert events.index("service_stopped:app") < events.index("service_stopping:postgres")
+
+
 def test_service_ignoring_sigterm_is_killed_at_its_stop_timeout(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     config = write_config(

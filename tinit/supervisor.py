@@ -6,10 +6,12 @@
 its life (service.py), and the main task waits until either a shutdown is
 asked for or there is nothing left to supervise.
 
-Shutdown (README, "How tinit behaves"): every service gets its stop signal only once every
-service that depends on it has exited, independent ones in parallel, all
-under one ``shutdown_timeout``; then whatever is left in the namespace (or,
-not PID 1, below tinit) gets SIGTERM and, when the budget runs out, SIGKILL.
+Shutdown (README, "How tinit behaves"): every service gets its stop signal
+only once every service that depends on it, directly or through others, has
+exited (a finished oneshot passes the order on), independent ones in
+parallel, all under one ``shutdown_timeout``; then whatever is left in the
+namespace (or, not PID 1, below tinit) gets SIGTERM and, when the budget runs
+out, SIGKILL.
 A second TERM or INT kills everything at once.
 
 The budget bounds tinit's exit, not only the services' stop: from the moment
@@ -451,10 +453,29 @@ class Supervisor:
                 await runner.finished.wait()
 
     async def _stop_in_order(self, runner: ServiceRunner) -> None:
-        dependents = [r for r in self.runners.values() if runner.name in r.service.depends_on]
-        for dependent in dependents:
+        for dependent in self._dependents(runner.name):
             await dependent.finished.wait()
         await runner.stop()
+
+    def _dependents(self, name: str) -> list[ServiceRunner]:
+        """Every runner that depends on ``name``, directly or through others.
+
+        Transitive, not direct only: a dependent that has already finished
+        (a oneshot that completed, a service that gave up) no longer waits
+        for anything, so it cannot pass the order on. Without this, the
+        database behind a finished ``migrate`` would be stopped while the
+        app that needed ``migrate`` is still draining.
+        """
+        found: dict[str, ServiceRunner] = {}
+        todo = [name]
+        while todo:
+            current = todo.pop()
+            for runner in self.runners.values():
+                if current in runner.service.depends_on and runner.name not in found:
+                    found[runner.name] = runner
+                    todo.append(runner.name)
+        found.pop(name, None)  # a cycle is refused when the file is loaded; never wait on oneself
+        return list(found.values())
 
     def kill_everything(self) -> None:
         for runner in self.runners.values():
