@@ -38,6 +38,7 @@ class FakeService:
     exits: dict[str, int] = field(default_factory=dict)
     signals: list[int] = field(default_factory=list)
     completed: bool = False
+    held: bool = False
 
 
 class FakeTarget:
@@ -98,6 +99,7 @@ class FakeTarget:
                 "oom_kills": s.oom_kills,
                 "log_bytes": s.log_bytes,
                 **({"completed": True} if s.completed else {}),
+                **({"held": True} if s.held else {}),
             }
             for s in self._pick(names)
         ]

@@ -244,6 +244,18 @@ async def test_status_counts_a_completed_oneshot_as_healthy(target: FakeTarget, 
             assert await run_client("status", "--control-socket", sock) == 0
 
 
+async def test_status_counts_a_service_an_operator_stopped_as_fine(
+    target: FakeTarget, sock: str
+) -> None:
+    with trio.fail_after(10):
+        db = target.services["db"]
+        db.state, db.ready, db.pid = State.STOPPED, False, None
+        async with control(target, sock):
+            assert await run_client("status", "--control-socket", sock) == 1  # stopped, not held
+            db.held = True
+            assert await run_client("status", "--control-socket", sock) == 0
+
+
 async def test_status_json_prints_the_result_list(
     target: FakeTarget, sock: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -89,8 +89,8 @@ def test_every_command_round_trip(stack: Tinit, tmp_path: Path) -> None:
 
     assert cli(stack, "stop", "worker").returncode == 0
     assert status(stack)["worker"]["state"] == "stopped"
-    assert cli(stack, "status").returncode == 1  # not everything is up now
-    assert cli(stack, "status", "web").returncode == 0  # but web is
+    assert cli(stack, "status").returncode == 0  # stopped on purpose: not a failure
+    assert cli(stack, "status", "web").returncode == 0
     assert cli(stack, "start", "worker").returncode == 0
     assert wait_for(lambda: up(stack, "worker"))
 
@@ -255,10 +255,70 @@ def test_health_endpoints_follow_service_state(stack: Tinit) -> None:
     assert {(s.labels["service"], s.labels["code"]) for s in exits} == {("setup", "0")}
 
     assert cli(stack, "stop", "worker").returncode == 0
-    assert _get("/readyz")[0] == 503
+    assert _get("/readyz")[0] == 200  # stopped by an operator: down on purpose
     assert _get("/healthz")[0] == 200  # alive: nothing critical failed
     stack.signal(signal.SIGTERM)
     finish(stack)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_operators_stop_is_not_a_failure_but_a_crash_is(tmp_path: Path) -> None:
+    port = _free_port()
+    crash = tmp_path / "crash"
+    config = write_config(
+        tmp_path,
+        f"""
+        version: 1
+        settings: {{health_listen: "127.0.0.1:{port}"}}
+        services:
+          web:
+            command: "sh -c 'test -e {crash} && exit 3; exec sleep 600'"
+            max_restarts: 0
+          keeper: {{command: "sleep 600"}}
+        """,
+    )
+    tinit = start(config)
+
+    def readyz() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        assert wait_for(lambda: up(tinit, "web", "keeper"), timeout=30)
+        assert cli(tinit, "status").returncode == 0
+        assert readyz() == 200
+
+        assert cli(tinit, "stop", "web").returncode == 0
+        done = cli(tinit, "status", "--json")
+        assert done.returncode == 0, done.stdout
+        web = {s["name"]: s for s in json.loads(done.stdout)}["web"]
+        assert (web["state"], web["ready"], web["held"]) == ("stopped", False, True)
+        table = cli(tinit, "status")
+        assert table.returncode == 0
+        assert [
+            line.split()[1] for line in table.stdout.splitlines() if line.startswith("web")
+        ] == ["stopped"]
+        assert readyz() == 200
+
+        # started again, web counts again: it crashes, gives up, and that is a failure
+        crash.touch()
+        assert cli(tinit, "start", "web").returncode == 0
+        assert wait_for(lambda: status(tinit, "web")["web"]["state"] == "failed", timeout=30)
+        failed = cli(tinit, "status")
+        assert failed.returncode == 1, failed.stdout
+        assert readyz() == 503
+    finally:
+        tinit.signal(signal.SIGTERM)
+        result = finish(tinit)
+    assert result.code == 0, result.stderr[-2000:]
 
 
 def test_no_tinit_listening_is_one_line_and_exit_1(tmp_path: Path) -> None:

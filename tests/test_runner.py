@@ -671,6 +671,7 @@ async def test_a_completed_oneshot_is_ready_and_completed(
         last_exit=ExitStatus(code=0),
         last_oom=False,
         ready=True,
+        held=False,
         completed=True,
         outcome=Outcome.COMPLETED,
         oom_kills=0,
@@ -730,6 +731,7 @@ async def test_what_operators_read_of_a_runner(autojump_clock: trio.testing.Mock
             "restarts": 1,
             "last_exit": {"exit_code": 3, "signal": None},
             "ready": True,
+            "held": False,
             "memory": None,
             "pids": None,
             "cpu_usec": None,
@@ -748,4 +750,119 @@ async def test_what_operators_read_of_a_runner(autojump_clock: trio.testing.Mock
     assert (1750, "signal", int(signal.SIGUSR1)) in h.spawner.events
     assert stopped["state"] == "stopped"
     assert (stopped["pid"], stopped["uptime"], stopped["ready"]) == (None, None, False)
+    assert stopped["held"] is True
     assert stopped["last_exit"] == {"exit_code": None, "signal": "SIGTERM"}
+
+
+# -- what counts as a failure for status and /readyz -----------------------------
+
+
+async def test_a_service_stopped_by_an_operator_is_down_on_purpose(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    svc = service("""
+        command: fake
+        output: "null"
+    """)
+    async with running(svc, Script()) as h:
+        operator = Operator(OneService({"svc": h.runner}))
+        await sleep_until(0.5)
+        assert operator.health() == (True, True)
+        await operator.stop(["svc"])
+        snap = h.runner.snapshot()
+        health = operator.health()
+    assert (snap.state, snap.outcome, snap.ready, snap.held) == (
+        State.STOPPED,
+        Outcome.STOPPED,
+        False,
+        True,
+    )
+    assert health == (True, True)
+
+
+async def test_a_stop_that_is_not_an_operators_still_counts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A shutdown or a reload stops runners directly: they are not held."""
+    svc = service("""
+        command: fake
+        output: "null"
+    """)
+    async with running(svc, Script()) as h:
+        operator = Operator(OneService({"svc": h.runner}))
+        await sleep_until(0.5)
+        await h.runner.stop()
+        snap = h.runner.snapshot()
+        health = operator.health()
+    assert (snap.state, snap.held) == (State.STOPPED, False)
+    assert health == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("script", "at", "state"),
+    [
+        pytest.param(Script(runs_for=0.1, code=3), 0.5, State.BACKOFF, id="backing-off"),
+        pytest.param(Script(runs_for=0.1, code=3), 30.0, State.FAILED, id="gave-up"),
+    ],
+)
+async def test_a_failing_service_is_not_ready(
+    autojump_clock: trio.testing.MockClock, script: Script, at: float, state: State
+) -> None:
+    svc = service("""
+        command: fake
+        output: "null"
+        max_restarts: 2
+        backoff: {initial: 1s, factor: 1}
+    """)
+    async with running(svc, script) as h:
+        operator = Operator(OneService({"svc": h.runner}))
+        await sleep_until(at)
+        snap = h.runner.snapshot()
+        health = operator.health()
+        # stopping what already gave up changes nothing: it is still a failure
+        await operator.stop(["svc"])
+        after = h.runner.snapshot()
+        health_after = operator.health()
+    assert (snap.state, snap.held) == (state, False)
+    assert health == (True, False)
+    if state is State.FAILED:
+        assert (after.state, after.outcome, after.held) == (State.FAILED, Outcome.FAILED, False)
+        assert health_after == (True, False)
+    else:  # an operator stopping a crash loop: down on purpose now
+        assert (after.state, after.held) == (State.STOPPED, True)
+        assert health_after == (True, True)
+
+
+async def test_a_service_stopped_while_waiting_for_a_dependency_is_stopped_not_failed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    text = """
+        version: 1
+        services:
+          db: {command: fake, output: "null"}
+          app: {command: fake, output: "null", depends_on: {db: ready}}
+    """
+    config = parse_config(
+        textwrap.dedent(text), filename="/nonexistent/services.yaml", environ={}, offline=True
+    )
+    with _devnull_sinks() as (stdout, stderr):
+        async with trio.open_nursery() as nursery:
+            ctx = Context(
+                reaper=Reaper(),
+                log=make_logger("debug", "json", stream=TimedLog()),
+                stdout=stdout,
+                stderr=stderr,
+                width=3,
+                pid1=True,
+                spawner=FakeSpawner(nursery, [Script()]),
+            )
+            peers: dict[str, ServiceRunner] = {}
+            # db is never run: app waits for it for ever, until it is stopped
+            peers["db"] = ServiceRunner(config.services["db"], ctx, peers)
+            app = peers["app"] = ServiceRunner(config.services["app"], ctx, peers)
+            nursery.start_soon(app.run)
+            await trio.sleep(1.0)
+            assert app.state is State.PENDING
+            app.hold()
+            await app.stop()
+    assert (app.state, app.outcome, app.snapshot().held) == (State.STOPPED, Outcome.STOPPED, True)

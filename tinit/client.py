@@ -303,7 +303,9 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
         return parser
 
     status = add(
-        "status", "show the services of the running tinit; exit 0 if all are running and ready"
+        "status",
+        "show the services of the running tinit; exit 0 if all are running and ready"
+        " (a completed oneshot or a service stopped with `tinit stop` counts as fine)",
     )
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.add_argument(
@@ -373,8 +375,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _healthy(service: dict[str, Any]) -> bool:
-    """Running and ready, or a oneshot that completed (the supervisor says ``completed``)."""
-    if service.get("completed"):
+    """Running and ready, a oneshot that completed, or stopped by an operator (``held``).
+
+    A service stopped with ``tinit stop`` is down on purpose: counting it
+    would turn a container's HEALTHCHECK unhealthy for a deliberate act.
+    """
+    if service.get("completed") or service.get("held"):
         return True
     return service.get("state") == "running" and service.get("ready") is True
 

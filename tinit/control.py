@@ -144,7 +144,7 @@ class ControlTarget(Protocol):
     def metrics(self) -> Metrics: ...
 
     def health(self) -> tuple[bool, bool]:
-        """(alive: no critical service failed, ready: every service running and ready)."""
+        """(alive: no critical service failed, ready: every service up, or down on purpose)."""
         ...
 
 

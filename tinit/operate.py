@@ -41,6 +41,8 @@ class Operated(Protocol):
 
     def signal(self, signum: int) -> None: ...
 
+    def hold(self) -> None: ...
+
 
 class Supervised(Protocol):
     """What an operator needs of the supervisor (supervisor.Supervisor is it)."""
@@ -87,7 +89,7 @@ class Operator:
 
     def health(self) -> tuple[bool, bool]:
         alive = not self._sup.critical_failed
-        ready = all(r.snapshot().ready for r in self._sup.runners.values())
+        ready = all(counts_as_up(r.snapshot()) for r in self._sup.runners.values())
         return alive, ready
 
     def metrics(self) -> Metrics:
@@ -129,6 +131,8 @@ class Operator:
 
     async def stop(self, names: Sequence[str]) -> None:
         runners = self._select(names)
+        for runner in runners:
+            runner.hold()  # down on purpose from now on: not a failure to report
         async with trio.open_nursery() as nursery:
             for runner in runners:
                 nursery.start_soon(self._sup.stop_service, runner.name)
@@ -150,6 +154,17 @@ class Operator:
         return await self._sup.reload()
 
 
+def counts_as_up(snap: Snapshot) -> bool:
+    """Whether a service is as it should be: ready, a completed oneshot, or held down.
+
+    A service an operator stopped is where the operator wants it, so it
+    does not turn ``tinit status`` or ``/readyz`` into a failure (and the
+    container unhealthy); one that crashed, backs off, gave up or failed
+    its health probe still does.
+    """
+    return snap.ready or snap.held
+
+
 def _status(snap: Snapshot, usage: Mapping[str, int], now: float) -> dict[str, Any]:
     last_exit: dict[str, Any] | None = None
     if snap.last_exit is not None:
@@ -164,6 +179,7 @@ def _status(snap: Snapshot, usage: Mapping[str, int], now: float) -> dict[str, A
         "restarts": snap.restarts,
         "last_exit": last_exit,
         "ready": snap.ready,
+        "held": snap.held,
         "memory": usage.get("memory.current"),
         "pids": usage.get("pids.current"),
         "cpu_usec": usage.get("cpu_usec"),

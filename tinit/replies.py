@@ -36,6 +36,7 @@ _STATUS_FIELDS: Final[dict[str, tuple[type, ...]]] = {
 #: keys a service may have besides, with the types allowed
 _STATUS_OPTIONAL: Final[dict[str, tuple[type, ...]]] = {
     "completed": (bool,),
+    "held": (bool,),
     "oom_kills": (int,),
     "log_bytes": (int,),
 }

@@ -114,6 +114,8 @@ class ServiceRunner:
         self.killed = False
         self.ever_started = False
         self.ever_ready = False
+        #: an operator stopped it before it ended by itself (see :meth:`hold`)
+        self.held = False
         self.finished = trio.Event()
         self._changed = trio.Event()
         self._wait_scope: trio.CancelScope | None = None
@@ -150,6 +152,7 @@ class ServiceRunner:
             self.last_status,
             self.last_oom,
             completed or (self.state is State.RUNNING and main is not None),  # ready
+            self.held,
             completed,
             self.outcome,
             self.oom_kills,
@@ -180,6 +183,17 @@ class ServiceRunner:
                 return False
             await self._changed.wait()
         return True
+
+    def hold(self) -> None:
+        """Mark the service as stopped by an operator, who is about to :meth:`stop` it.
+
+        Its being down is then on purpose, not a failure: status and /readyz
+        leave it out. A service that already ended by itself (gave up,
+        completed) keeps what it ended as: stopping it changes nothing. A
+        start makes a new runner, which is counted again.
+        """
+        if not self.finished.is_set():
+            self.held = True
 
     def request_stop(self) -> None:
         """Stop wanting the service up: no more starts or restarts.
@@ -236,6 +250,9 @@ class ServiceRunner:
     async def run(self) -> None:
         try:
             if not await self._wait_dependencies():
+                if self._stopping():
+                    # stopped while waiting: not a dependency that failed
+                    return self._mark_stopped()
                 self.outcome = Outcome.NEVER_STARTED
                 return
             await self._loop()

@@ -107,6 +107,9 @@ class Snapshot(NamedTuple):
     last_oom: bool
     #: running and ready, or a oneshot that completed (done, not down)
     ready: bool
+    #: an operator stopped it (``tinit stop``): down on purpose, not failing;
+    #: status and /readyz leave it out until it is started again
+    held: bool
     #: a oneshot that completed with success
     completed: bool
     outcome: Outcome | None
