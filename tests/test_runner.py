@@ -156,6 +156,9 @@ class FakeRun:
         self._leftover = False
         self._leftover_gone.set()
 
+    def count_others(self) -> int:
+        return int(self._leftover)
+
     async def wait_gone(self, *, pass_on: int | None = None) -> None:
         await self.wait()
         await self._leftover_gone.wait()
@@ -608,6 +611,42 @@ async def test_leftovers_of_a_run_are_stopped_before_the_restart(
     # the exit is reported once nothing of the run is left, with the main process's uptime
     assert h.log.times("service_exited")[0] == 900
     assert h.log.named("service_exited")[0]["uptime"] == 0.2
+    left = h.log.named("service_left_processes")
+    assert [(e["processes"], e["signal"], e["killed"], e["level"]) for e in left] == [
+        (1, "SIGTERM", True, "info")
+    ]
+    assert h.log.times("service_left_processes") == [900]
+    assert not h.log.named("oneshot_left_processes")
+
+
+async def test_a_oneshot_that_leaves_processes_says_so_with_a_hint(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    svc = service("""
+        command: fake
+        output: "null"
+        oneshot: true
+        stop_timeout: 1s
+    """)
+    daemon = Script(runs_for=0.2, code=0, leftover=True)  # only SIGKILL ends the leftover
+    async with running(svc, daemon) as h:
+        await h.runner.finished.wait()
+    assert h.spawner.events == [
+        (0, "start"),
+        (200, "exit", 0),
+        (200, "signal_all", SIGTERM),
+        (1200, "kill"),
+    ]
+    [event] = h.log.named("oneshot_left_processes")
+    assert h.log.times("oneshot_left_processes") == [1200]
+    assert (event["level"], event["processes"], event["signal"], event["killed"]) == (
+        "warning",
+        1,
+        "SIGTERM",
+        True,
+    )
+    assert "foreground" in event["hint"]
+    assert h.runner.outcome is Outcome.COMPLETED
 
 
 # -- what the control side reads -------------------------------------------------

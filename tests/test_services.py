@@ -435,6 +435,52 @@ def test_leftover_children_of_a_service_are_stopped_before_restart(tmp_path: Pat
     assert len(result.named("service_exited", "parent")) == 2
 
 
+# Each starts a process, waits until that process is set up (out of the group, or
+# deaf to SIGTERM), then exits 0: the oneshot's leftovers are known for sure.
+DAEMONIZE = """
+setsid sh -c 'touch "$0/daemon.up"; exec sleep 300' "$1" &
+i=0; while [ ! -e "$1/daemon.up" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done
+"""
+STUBBORN = """
+sh -c 'trap "" TERM; touch "$0/stubborn.up"; exec sleep 300' "$1" &
+i=0; while [ ! -e "$1/stubborn.up" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done
+"""
+
+
+def test_a_oneshot_that_leaves_a_daemon_behind_is_warned_about(tmp_path: Path) -> None:
+    """Leftovers of a oneshot are stopped, and that is said: how many, how, and what to do."""
+    (tmp_path / "daemonize.sh").write_text(DAEMONIZE)
+    (tmp_path / "stubborn.sh").write_text(STUBBORN)
+    result = run_config(
+        tmp_path,
+        f"""
+        version: 1
+        services:
+          daemonize:
+            command: [sh, "{tmp_path}/daemonize.sh", "{tmp_path}"]
+            oneshot: true
+          stubborn:
+            command: [sh, "{tmp_path}/stubborn.sh", "{tmp_path}"]
+            oneshot: true
+            stop_timeout: 500ms
+        """,
+    )
+    assert result.code == 0, result.stderr[-2000:]
+    # in its process group: found with or without cgroups; SIGTERM is ignored, so SIGKILL
+    [stubborn] = result.named("oneshot_left_processes", "stubborn")
+    assert (stubborn["level"], stubborn["processes"]) == ("warning", 1)
+    assert (stubborn["signal"], stubborn["killed"]) == ("SIGTERM", True)
+    assert "foreground" in stubborn["hint"]
+    if result.named("cgroups_unavailable"):
+        pytest.skip("a daemon that left its process group is found only through its cgroup")
+    [daemon] = result.named("oneshot_left_processes", "daemonize")
+    assert (daemon["level"], daemon["processes"]) == ("warning", 1)
+    assert (daemon["signal"], daemon["killed"]) == ("SIGTERM", False)
+    assert "foreground" in daemon["hint"]
+    # stopped as the oneshot's leftovers, not by tinit's final sweep of the namespace
+    assert not result.named("stopping_leftovers")
+
+
 def test_ready_http_exec_and_notify_fd_probes(tmp_path: Path) -> None:
     result = run_config(
         tmp_path,

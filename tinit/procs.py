@@ -55,6 +55,18 @@ def descendants(root: int | None = None) -> list[int]:
     return found
 
 
+def group_members(pgid: int) -> list[int]:
+    """Pids of tinit's descendants in process group ``pgid`` (zombies included)."""
+    found = []
+    for pid in descendants():
+        try:
+            if os.getpgid(pid) == pgid:
+                found.append(pid)
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
 def signal_everything(signum: int) -> int:
     """Send ``signum`` to every process tinit is responsible for; return a count (-1 for all)."""
     if is_pid1():

@@ -47,6 +47,12 @@ if TYPE_CHECKING:
 #: How long a finished run's output may stand still before the rest is given up.
 _OUTPUT_GRACE: Final = 5.0
 
+#: What a oneshot that leaves processes behind is told: it was likely meant as a service.
+_ONESHOT_LEFTOVERS_HINT: Final = (
+    "a oneshot is for a task that ends; run a daemon in the foreground"
+    " (nginx -g 'daemon off;', no '&' or setsid) as a service of its own"
+)
+
 
 @dataclass
 class Context:
@@ -599,26 +605,51 @@ class ServiceRunner:
         try:
             if not tree.alive():
                 return
-            stop_signal = self.service.stop_signal
-            if leftovers_only:
-                tree.signal_all(stop_signal)
-            else:
-                self.log.info("service_stopping", signal=signal_name(stop_signal))
-                tree.signal_group(stop_signal)
-            deadline = min(trio.current_time() + self.service.stop_timeout, self._ctx.deadline)
-            with trio.move_on_at(deadline):
-                await tree.wait_gone(pass_on=None if leftovers_only else stop_signal)
-                return
-            self.log.warning(
-                "service_killed", reason="stop_timeout", stop_timeout=self.service.stop_timeout
-            )
-            self.killed = True
-            self._ctx.count_kill()
-            tree.kill()
-            with trio.CancelScope(shield=True):
-                await tree.wait_gone()
+            left = tree.count_others() if leftovers_only else 0
+            killed = await self._stop_tree(tree, leftovers_only=leftovers_only)
+            if left:
+                self._report_leftovers(left, killed=killed)
         finally:
             self._terminated.set()
+
+    async def _stop_tree(self, tree: ProcessTree, *, leftovers_only: bool) -> bool:
+        """Send the stop signal, wait up to ``stop_timeout``, then SIGKILL; True if it had to."""
+        stop_signal = self.service.stop_signal
+        if leftovers_only:
+            tree.signal_all(stop_signal)
+        else:
+            self.log.info("service_stopping", signal=signal_name(stop_signal))
+            tree.signal_group(stop_signal)
+        deadline = min(trio.current_time() + self.service.stop_timeout, self._ctx.deadline)
+        with trio.move_on_at(deadline):
+            await tree.wait_gone(pass_on=None if leftovers_only else stop_signal)
+            return False
+        self.log.warning(
+            "service_killed", reason="stop_timeout", stop_timeout=self.service.stop_timeout
+        )
+        self.killed = True
+        self._ctx.count_kill()
+        tree.kill()
+        with trio.CancelScope(shield=True):
+            await tree.wait_gone()
+        return True
+
+    def _report_leftovers(self, count: int, *, killed: bool) -> None:
+        """Say what the main process left behind and that it was stopped.
+
+        For a oneshot this is a warning: leftovers there are nearly always a
+        daemon it started (``service nginx start``), which was just stopped
+        and will not be serving anything.
+        """
+        fields: dict[str, Any] = {
+            "processes": count,
+            "signal": signal_name(self.service.stop_signal),
+            "killed": killed,
+        }
+        if self.service.oneshot:
+            self.log.warning("oneshot_left_processes", **fields, hint=_ONESHOT_LEFTOVERS_HINT)
+        else:
+            self.log.info("service_left_processes", **fields)
 
     # -- helpers --------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """One run of a service as processes: starting its main process, and the tree it grows.
 
 A run is its main process and everything that process starts. The run loop
-(service.py) needs four things of that tree: whether anything of it is left,
-a signal to it, SIGKILL to all of it, and a wait until nothing of it is left.
+(service.py) needs these of that tree: whether anything of it is left (and
+how many processes, to report leftovers), a signal to it, SIGKILL to all of
+it, and a wait until nothing of it is left.
 How those are done depends on what tinit can see of the tree:
 
 - with a cgroup per service, the cgroup holds the whole run, daemons that
@@ -75,6 +76,10 @@ class ProcessTree(Protocol):
         """SIGKILL everything of the run."""
         ...
 
+    def count_others(self) -> int:
+        """How many processes of the run, besides the main process, can be found now."""
+        ...
+
     async def wait_gone(self, *, pass_on: int | None = None) -> None:
         """Wait until the main process is reaped and nothing of the run is left.
 
@@ -131,6 +136,9 @@ class GroupTree:
     def kill(self) -> None:
         procs.signal_group(self._main.pgid, signal.SIGKILL)
 
+    def count_others(self) -> int:
+        return sum(1 for pid in procs.group_members(self._main.pgid) if pid != self._main.pid)
+
     async def wait_gone(self, *, pass_on: int | None = None) -> None:
         # pass_on has nobody to reach: a process outside the group is out of sight
         await self._main.wait()
@@ -170,6 +178,9 @@ class CgroupTree:
 
     def kill(self) -> None:
         self._cgroup.kill()
+
+    def count_others(self) -> int:
+        return sum(1 for pid in self._cgroup.pids() if pid != self._main.pid)
 
     async def wait_gone(self, *, pass_on: int | None = None) -> None:
         await self._main.wait()
