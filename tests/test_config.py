@@ -983,3 +983,72 @@ def test_an_exit_code_written_in_other_digits_is_a_problem() -> None:
 def service_text(body: str) -> str:
     indented = "\n".join("    " + line for line in body.strip().splitlines())
     return f"version: 1\nservices:\n  app:\n{indented}\n"
+
+
+# -- disabled and replicas
+
+
+def test_replicas_make_one_service_per_instance_each_told_its_number() -> None:
+    config = service(
+        'command: ["echo", "${TINIT_REPLICA}"]\nreplicas: 3\n'
+        'env: {PORT: "80${TINIT_REPLICA}"}\nclear_env: true'
+    )
+    assert list(config.services) == ["app-1", "app-2", "app-3"]
+    for number in (1, 2, 3):
+        instance = config.services[f"app-{number}"]
+        assert instance.command == ("echo", str(number))
+        assert instance.env == {"PORT": f"80{number}"}
+        assert instance.environment == {"PORT": f"80{number}", "TINIT_REPLICA": str(number)}
+        assert (instance.replica_of, instance.replica) == ("app", number)
+
+
+def test_one_replica_is_the_service_under_its_own_name_without_the_variable() -> None:
+    config = service("command: sleep 1\nreplicas: 1")
+    assert list(config.services) == ["app"]
+    assert "TINIT_REPLICA" not in config.services["app"].environment
+    assert config.services["app"].replica_of is None
+
+
+def test_a_dependency_on_a_replicated_service_is_one_on_each_instance() -> None:
+    config = load(
+        "version: 1\nservices:\n"
+        "  worker: {command: sleep 1, replicas: 2}\n"
+        "  web: {command: sleep 1, depends_on: {worker: ready, worker-2: started}}\n"
+        "  api: {command: sleep 1, depends_on: [worker-1]}\n"
+    )
+    assert dict(config.services["web"].depends_on) == {"worker-1": "ready", "worker-2": "started"}
+    assert dict(config.services["api"].depends_on) == {"worker-1": "started"}
+
+
+def test_normalized_document_writes_a_replicated_service_once_as_written() -> None:
+    config = load(
+        "version: 1\nservices:\n"
+        "  worker: {command: 'echo $$HOME ${TINIT_REPLICA}', replicas: 3}\n"
+        "  web: {command: sleep 1, depends_on: {worker: ready}, disabled: true}\n"
+    )
+    services = to_document(config)["services"]
+    assert list(services) == ["worker", "web"]
+    assert services["worker"]["command"] == "echo $$HOME ${TINIT_REPLICA}"
+    assert services["worker"]["replicas"] == 3
+    assert services["web"]["depends_on"] == {"worker": "ready"}
+    assert services["web"]["disabled"] is True
+    again = load(yaml.safe_dump(to_document(config), sort_keys=False))
+    assert again == config
+    assert again.services["worker-2"].command == ("echo", "$HOME", "2")
+
+
+def test_an_instance_name_taken_by_another_service_is_an_error() -> None:
+    found = problems(
+        "version: 1\nservices:\n  a: {command: sleep 1, replicas: 12}\n  a-11: {command: sleep 1}\n"
+    )
+    assert found == [
+        "3:3: services.a.replicas: its instance 'a-11' has the name of another service;"
+        " rename one of them"
+    ]
+
+
+def test_an_unset_variable_in_a_replicated_command_is_reported_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        service("command: app ${NOPE}\nreplicas: 5", at_run=True)
+    found = [str(p) for p in info.value.problems]
+    assert len(found) == 1 and "'NOPE' is not set" in found[0]

@@ -35,7 +35,7 @@ class Draft:
 def check_dependencies(r: Reader, drafts: dict[str, Draft]) -> None:
     """Report each dependency on no service or on itself, and each condition it can't meet."""
     for name, draft in drafts.items():
-        path = f"services.{name}.depends_on"
+        path = f"services.{draft.service.replica_of or name}.depends_on"
         for dep, (name_node, condition_node) in draft.dependencies.items():
             condition = draft.service.depends_on[dep]
             target = drafts.get(dep)

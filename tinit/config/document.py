@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, assert_never, cast
 
+from tinit.config._replicas import PLACEHOLDER
 from tinit.config._units import format_address, format_duration, format_signal, format_size
-from tinit.config.model import ExecProbe, HttpProbe, NotifyFdProbe, TcpProbe
+from tinit.config.model import REPLICA_VAR, ExecProbe, HttpProbe, NotifyFdProbe, TcpProbe
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from tinit.config.model import Config, Probe, Service, Settings
 
 __all__ = ["to_document"]
@@ -27,9 +30,25 @@ def to_document(config: Config) -> dict[str, Any]:
     document = {
         "version": config.version,
         "settings": _settings_document(config.settings),
-        "services": {name: _service_document(s) for name, s in config.services.items()},
+        "services": _services_document(config),
     }
     return cast("dict[str, Any]", _escape(document))
+
+
+def _services_document(config: Config) -> dict[str, Any]:
+    """Each service once: a replicated one under its own name, as written, with ``replicas``."""
+    groups: dict[str, list[str]] = {}
+    for name, service in config.services.items():
+        if service.replica_of is not None:
+            groups.setdefault(service.replica_of, []).append(name)
+    services: dict[str, Any] = {}
+    for name, service in config.services.items():
+        base = service.replica_of
+        if base is None:
+            services[name] = _service_document(service, groups)
+        elif base not in services:
+            services[base] = _service_document(config.replicated[base], groups)
+    return services
 
 
 def _settings_document(settings: Settings) -> dict[str, Any]:
@@ -48,7 +67,8 @@ def _settings_document(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _service_document(s: Service) -> dict[str, Any]:
+def _service_document(s: Service, groups: dict[str, list[str]]) -> dict[str, Any]:
+    """``groups`` lists the instances of each replicated service, by its name."""
     source, backoff, limits, ns = s.source_command, s.backoff, s.limits, s.namespaces
     return {
         "command": source if isinstance(source, str) else list(source),
@@ -73,7 +93,7 @@ def _service_document(s: Service) -> dict[str, Any]:
         },
         "max_restarts": s.max_restarts,
         "critical": s.critical,
-        "depends_on": dict(s.depends_on),
+        "depends_on": _dependencies(s.depends_on, groups),
         "ready": _probe_document(s.ready, health=False),
         "health": _probe_document(s.health, health=True),
         "stop_signal": format_signal(s.stop_signal),
@@ -93,7 +113,22 @@ def _service_document(s: Service) -> dict[str, Any]:
             "network": ns.network,
             "pid": ns.pid,
         },
+        # how many, and whether at start
+        "disabled": s.disabled,
+        "replicas": s.replicas,
     }
+
+
+def _dependencies(depends_on: Mapping[str, str], groups: dict[str, list[str]]) -> dict[str, str]:
+    """A dependency on every instance of a replicated service, with one condition, as written."""
+    written: dict[str, str] = {}
+    for dep, condition in depends_on.items():
+        base = next((b for b, names in groups.items() if dep in names), None)
+        if base is None or any(depends_on.get(n) != condition for n in groups[base]):
+            written[dep] = condition
+        else:
+            written[base] = condition
+    return written
 
 
 def _probe_document(probe: Probe | None, *, health: bool) -> dict[str, Any] | None:
@@ -130,7 +165,7 @@ def _probe_check(probe: Probe) -> tuple[str, object]:
 
 def _escape(value: object) -> object:
     if isinstance(value, str):
-        return value.replace("$", "$$")
+        return value.replace("$", "$$").replace(PLACEHOLDER, "${" + REPLICA_VAR + "}")
     if isinstance(value, dict):
         return {key: _escape(item) for key, item in value.items()}
     if isinstance(value, list):

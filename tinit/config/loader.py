@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Final, Literal, assert_never
 from tinit import signals
 from tinit.config._bounded import MAX_SERVICES
 from tinit.config._graph import Draft, check_cycles, check_dependencies, check_shutdown_budget
+from tinit.config._replicas import ReplicaReader
 from tinit.config._scalars import Run
 from tinit.config._sections import DEFAULT_BACKOFF, SectionReader
 from tinit.config._units import did_you_mean, format_signal, parse_env_file
@@ -43,6 +44,7 @@ from tinit.config.model import (
     Service,
     Settings,
     TcpProbe,
+    replica_name,
 )
 from tinit.errors import ConfigError, Problem
 
@@ -125,14 +127,14 @@ SETTINGS_KEYS: Final = tuple(Settings.__dataclass_fields__)
 SERVICE_KEYS: Final = tuple(
     key
     for key in Service.__dataclass_fields__
-    if key not in ("name", "source_command", "environment")
+    if key not in ("name", "source_command", "environment", "replica_of", "replica")
 )
 
 Command = tuple[tuple[str, ...], str | tuple[str, ...]]
 _Dependency = tuple[Condition, "yaml.Node", "yaml.Node | None"]  # condition, name, condition
 
 
-class _Loader(SectionReader):
+class _Loader(ReplicaReader, SectionReader):
     """Reads one file's node tree into a Config, recording problems on the reader."""
 
     def __init__(self, reader: Reader, base: str, offline: bool) -> None:
@@ -161,12 +163,14 @@ class _Loader(SectionReader):
         if top.node("services") is None:
             r.report(root, "services", "is missing; add a services: mapping with one service")
         entries: dict[str, Entry] = top.get("services", self._service_entries, {})
-        drafts = {name: self._service(name, entry) for name, entry in entries.items()}
+        drafts, replicated = self._drafts(entries)
         check_dependencies(r, drafts)
         if not check_cycles(r, drafts):
             check_shutdown_budget(r, drafts, self.settings, self.shutdown_timeout_node)
         services = {name: draft.service for name, draft in drafts.items()}
-        return Config(r.file, 1, self.settings, MappingProxyType(services))
+        return Config(
+            r.file, 1, self.settings, MappingProxyType(services), MappingProxyType(replicated)
+        )
 
     def _version(self, node: yaml.Node, path: str) -> int:
         r = self.reader
@@ -257,11 +261,14 @@ class _Loader(SectionReader):
                 r.report(entry.key_node, path, f"{name!r} can't name a service: {why}; rename it")
         return entries
 
-    def _service(self, name: str, entry: Entry) -> Draft:
+    def _service(self, name: str, entry: Entry, replica: int | None = None) -> Draft:
+        """The service ``name`` as read; with ``replica``, its instance of that number."""
         from tinit.config._yamlnodes import Fields, Invalid
 
         r = self.reader
         path = f"services.{name}"
+        if replica is not None:
+            name = replica_name(name, replica)
         try:
             f = r.fields(entry.node, path, SERVICE_KEYS)
             if "command" not in f.entries:
@@ -314,6 +321,7 @@ class _Loader(SectionReader):
             no_new_privs=f.get("no_new_privs", r.boolean, False),
             namespaces=f.get("namespaces", self._namespaces, Namespaces()),
         )
+        service = self._replication(service, f, replica)
         nodes = {dep: (name_node, node) for dep, (_, name_node, node) in dependencies.items()}
         self._check_network(service, f)
         explicit = service.stop_timeout if "stop_timeout" in f.entries else None

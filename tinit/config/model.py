@@ -36,6 +36,15 @@ CGROUPS: Final[tuple[Literal["auto", "required", "off"], ...]] = ("auto", "requi
 NETWORKS: Final[tuple[Literal["host", "none"], ...]] = ("host", "none")
 PIDS: Final[tuple[Literal["host", "private"], ...]] = ("host", "private")
 DEFAULT_FORWARD: Final = (int(signal.SIGUSR1), int(signal.SIGUSR2), int(signal.SIGWINCH))
+#: the bounds of ``replicas:``
+MAX_REPLICAS: Final = 100
+#: the variable that tells an instance of a replicated service its number
+REPLICA_VAR: Final = "TINIT_REPLICA"
+
+
+def replica_name(base: str, number: int) -> str:
+    """The name of instance ``number`` (1-based) of the service ``base``: ``worker-2``."""
+    return f"{base}-{number}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,6 +174,15 @@ class Service:
     capabilities: Capabilities
     no_new_privs: bool
     namespaces: Namespaces
+    # -- how many, and whether at start (``disabled``, ``replicas``)
+    #: defined but not started until ``tinit start``; dependents don't wait for it
+    disabled: bool = False
+    #: the ``replicas:`` key as written (in ``Config.replicated``); an instance is one: 1
+    replicas: int = 1
+    #: the service an instance was made from (``worker`` for ``worker-2``), or None
+    replica_of: str | None = None
+    #: the instance's number, 1-based (its ``TINIT_REPLICA``), or None
+    replica: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,4 +209,7 @@ class Config:
     version: int
     settings: Settings
     services: Mapping[str, Service]
+    #: each replicated service as written, by its base name, with ``${TINIT_REPLICA}``
+    #: left unexpanded (see ``loader``); the normalized document is written from it
+    replicated: Mapping[str, Service] = field(default_factory=lambda: MappingProxyType({}))
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
