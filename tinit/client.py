@@ -375,12 +375,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _healthy(service: dict[str, Any]) -> bool:
-    """Running and ready, a oneshot that completed, or stopped by an operator (``held``).
+    """Running and ready, a oneshot that completed, stopped by an operator (``held``), or
+    disabled and not started.
 
-    A service stopped with ``tinit stop`` is down on purpose: counting it
-    would turn a container's HEALTHCHECK unhealthy for a deliberate act.
+    A service stopped with ``tinit stop`` is down on purpose, and a disabled
+    one is where its config wants it: counting either would turn a
+    container's HEALTHCHECK unhealthy for a deliberate act.
     """
-    if service.get("completed") or service.get("held"):
+    if service.get("completed") or service.get("held") or service.get("state") == "disabled":
         return True
     return service.get("state") == "running" and service.get("ready") is True
 

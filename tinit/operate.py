@@ -16,10 +16,12 @@ import trio
 
 from .control import Metrics, ServiceMetrics
 from .errors import TinitError
+from .state import State
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
 
+    from .config.model import Service
     from .output import Ring
     from .state import Snapshot
 
@@ -34,6 +36,9 @@ class Operated(Protocol):
 
     @property
     def ring(self) -> Ring: ...
+
+    @property
+    def service(self) -> Service: ...
 
     def snapshot(self) -> Snapshot: ...
 
@@ -73,13 +78,20 @@ class Operator:
         self._sup = supervisor
 
     def _select(self, names: Sequence[str]) -> list[Operated]:
+        """The runners named; a replicated service's own name means each of its instances."""
         runners = self._sup.runners
         if not names:
             return list(runners.values())
-        missing = [name for name in names if name not in runners]
-        if missing:
-            raise KeyError(missing[0])
-        return [runners[name] for name in dict.fromkeys(names)]
+        selected: list[str] = []
+        for name in names:
+            if name in runners:
+                selected.append(name)
+                continue
+            instances = [n for n, r in runners.items() if r.service.replica_of == name]
+            if not instances:
+                raise KeyError(name)
+            selected.extend(instances)
+        return [runners[name] for name in dict.fromkeys(selected)]
 
     # -- reading ----------------------------------------------------------------
 
@@ -155,14 +167,14 @@ class Operator:
 
 
 def counts_as_up(snap: Snapshot) -> bool:
-    """Whether a service is as it should be: ready, a completed oneshot, or held down.
+    """Whether a service is as it should be: ready, a completed oneshot, held down, or disabled.
 
     A service an operator stopped is where the operator wants it, so it
     does not turn ``tinit status`` or ``/readyz`` into a failure (and the
     container unhealthy); one that crashed, backs off, gave up or failed
     its health probe still does.
     """
-    return snap.ready or snap.held
+    return snap.ready or snap.held or snap.state is State.DISABLED
 
 
 def _status(snap: Snapshot, usage: Mapping[str, int], now: float) -> dict[str, Any]:

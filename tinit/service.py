@@ -96,7 +96,8 @@ class ServiceRunner:
         self._peers = peers
         self.log = ctx.log.bind(service=service.name)
         self.ring = Ring()
-        self.state = State.PENDING
+        #: a disabled service stays so until an operator starts it (``enable``)
+        self.state = State.DISABLED if service.disabled else State.PENDING
         self.want_up = True
         #: the main process and the process tree of the run going on
         self._main: Process | None = None
@@ -253,8 +254,15 @@ class ServiceRunner:
 
     # -- the loop -------------------------------------------------------------
 
+    def enable(self) -> None:
+        """Run even if the service is ``disabled``: an operator asked for it (before ``run``)."""
+        if self.state is State.DISABLED:
+            self.state = State.PENDING
+
     async def run(self) -> None:
         try:
+            if self.state is State.DISABLED:
+                return  # ends at once: a disabled service keeps no one waiting
             if not await self._wait_dependencies():
                 if self._stopping():
                     # stopped while waiting: not a dependency that failed
@@ -272,6 +280,8 @@ class ServiceRunner:
     async def _wait_dependencies(self) -> bool:
         for name, condition in self.service.depends_on.items():
             peer = self._peers[name]
+            if peer.state is State.DISABLED:
+                continue  # a disabled dependency counts as met: dependents start without it
             met = False
             with self._interruptible():
                 met = await peer.wait_condition(condition)

@@ -74,6 +74,7 @@ class State(enum.Enum):
     BACKOFF = "backoff"
     FAILED = "failed"
     STOPPED = "stopped"
+    DISABLED = "disabled"  # ``disabled: true`` and not started by an operator: not a failure
 
 
 class Outcome(enum.Enum):

@@ -262,8 +262,12 @@ class Supervisor:
         """Processes reaped that no service started (for metrics)."""
         return self.reaper.orphans_reaped
 
-    def _launch(self, service: Service, previous: ServiceRunner | None = None) -> ServiceRunner:
+    def _launch(
+        self, service: Service, previous: ServiceRunner | None = None, *, enable: bool = False
+    ) -> ServiceRunner:
         runner = ServiceRunner(service, self._ctx, self.runners)
+        if enable:  # an operator's start or restart runs even a disabled service
+            runner.enable()
         if previous is not None:
             runner.carry_counters(previous)
         self.runners[service.name] = runner
@@ -287,7 +291,7 @@ class Supervisor:
         if not runner.finished.is_set():
             return
         self.log.info("service_start_requested", service=name)
-        self._launch(runner.service, previous=runner)
+        self._launch(runner.service, previous=runner, enable=True)
 
     async def stop_service(self, name: str) -> None:
         """Stop a service and wait until it is gone; it stays stopped."""
@@ -309,7 +313,7 @@ class Supervisor:
             return  # a reload took over while the old run stopped
         if self.runners.get(name) is not runner:
             return  # another start or restart already launched the next run
-        self._launch(runner.service, previous=runner)
+        self._launch(runner.service, previous=runner, enable=True)
 
     def _refuse_during_shutdown(self, name: str) -> None:
         if self._shutting_down:
