@@ -78,7 +78,6 @@ EXPECTED_NOTES: dict[str, set[str]] = {
         "processes.server.is_tty",
         "processes.server.command",
         "processes.server.readiness_probe.http_get",
-        "processes.kcalc.disabled",
         "processes.__pc_log",
         "processes.__pc_log.namespace",
         "processes.__pc_log_client",
@@ -438,8 +437,7 @@ def test_names_tinit_cant_use_are_renamed_and_dependencies_follow(tmp_path: Path
     ("key", "value", "words"),
     [
         ("is_daemon", "true", "foreground"),
-        ("replicas", "3", "write 3 services"),
-        ("disabled", "true", "tinit starts every service"),
+        ("replicas", "3", "TINIT_REPLICA counts from 1 where PC_REPLICA_NUM counts from 0"),
         ("schedule", "{cron: '*/5 * * * *'}", "schedule"),
         ("namespace", "web", "namespaces"),
         ("vars", "{PORT: 80}", "not evaluated"),
@@ -457,6 +455,31 @@ def test_keys_without_an_equivalent_are_noted(
     [note] = [n for n in notes if f"processes.app.{key}:" in n]
     assert words in note
     check(document, tmp_path)
+
+
+def test_disabled_and_replicas_become_the_keys(tmp_path: Path) -> None:
+    text = """
+    processes:
+      worker: {command: /bin/work, replicas: 3}
+      admin: {command: /bin/admin, disabled: true}
+      web: {command: /bin/web, depends_on: {worker: {condition: process_started}}}
+    """
+    document, notes = convert_text(tmp_path, text)
+    config = check(document, tmp_path)
+    assert list(config.services) == ["worker-1", "worker-2", "worker-3", "admin", "web"]
+    assert config.services["admin"].disabled
+    assert not config.services["worker-2"].disabled
+    assert dict(config.services["web"].depends_on) == {f"worker-{n}": "started" for n in (1, 2, 3)}
+    assert [n for n in notes if "processes.admin" in n] == []
+    assert any("processes.worker.replicas: instances are worker-1 to worker-3" in n for n in notes)
+
+
+@pytest.mark.parametrize(("value", "words"), [("0", "not between 1 and 100"), ("x", "whole")])
+def test_replicas_tinit_cant_run_are_refused(value: str, words: str, tmp_path: Path) -> None:
+    text = f"processes:\n  app:\n    command: /bin/app\n    replicas: {value}\n"
+    with pytest.raises(ConversionError) as caught:
+        convert_text(tmp_path, text)
+    assert any(words in str(p) for p in caught.value.problems)
 
 
 def test_a_command_that_daemonizes_is_noted(tmp_path: Path) -> None:

@@ -118,7 +118,6 @@ EXPECTED_NOTES: dict[str, set[str]] = {
         "[program:web] command",
         "[program:web] stopasgroup",
         "[program:web] killasgroup",
-        "[program:web] autostart",
         "[program:report@daily] command",
         "[program:report@daily] process_name",
         "[fcgi-program:legacy-php]",
@@ -140,7 +139,7 @@ EXPECTED_NOTES: dict[str, set[str]] = {
         "[supervisorctl]",
         "[program:nginx] priority",
     },
-    "numprocs-workers.conf": {"[program:worker] priority"},
+    "numprocs-workers.conf": {"[program:worker] numprocs", "[program:worker] priority"},
     "oneshot-exitcodes.conf": {
         "[program:setup] autorestart",
         "[program:server] startsecs",
@@ -168,10 +167,14 @@ EXPECTED_SERVICES: dict[str, list[str]] = {
         "relative-log",
     ],
     "nginx-php-fpm.conf": ["php-fpm", "nginx"],
-    "numprocs-workers.conf": ["queue", "worker_01", "worker_02", "worker_03"],
+    "numprocs-workers.conf": ["queue", "worker-1", "worker-2", "worker-3"],
     "oneshot-exitcodes.conf": ["setup", "server", "ticker"],
 }
-RENAMED = {"report@daily": "report-daily"}
+#: supervisord's process names -> tinit's (numprocs became replicas: NAME-1..NAME-N)
+RENAMED = {
+    "report@daily": "report-daily",
+    **{f"worker_0{n}": f"worker-{n}" for n in (1, 2, 3)},
+}
 
 
 def convert_file(path: Path) -> tuple[str, list[str]]:
@@ -309,9 +312,9 @@ def supervisord_view(path: Path) -> tuple[list[dict[str, Any]], int | None]:
 
 RUNNABLE = {
     "numprocs-workers.conf": [
-        ("worker_01", "worker 1 of 3 up"),
-        ("worker_02", "worker 2 of 3 up"),
-        ("worker_03", "worker 3 of 3 up"),
+        ("worker-1", "worker 1 of 3 up"),
+        ("worker-2", "worker 2 of 3 up"),
+        ("worker-3", "worker 3 of 3 up"),
         ("queue", "queue up"),
     ],
     "env-expansion.conf": [
@@ -516,6 +519,45 @@ def test_numprocs_expands_into_named_services(tmp_path: Path) -> None:
     assert services["w-008"].env["SLOT"] == "8"
 
 
+def test_numprocs_counting_from_1_becomes_replicas_with_the_replica_number(
+    tmp_path: Path,
+) -> None:
+    """Plain %(process_num)d from 1 is TINIT_REPLICA: one service with replicas, not N copies."""
+    document, notes = convert_text(
+        tmp_path,
+        """
+        [program:w]
+        command=/srv/work --slot %(process_num)d --of %(numprocs)d
+        process_name=%(program_name)s_%(process_num)02d
+        numprocs=3
+        numprocs_start=1
+        environment=SLOT="%(process_num)s"
+        autostart=false
+        """,
+    )
+    assert "command: /srv/work --slot ${TINIT_REPLICA} --of 3" in document
+    config = check(document, tmp_path)
+    assert list(config.services) == ["w-1", "w-2", "w-3"]
+    assert config.services["w-2"].command == ("/srv/work", "--slot", "2", "--of", "3")
+    assert config.services["w-2"].env["SLOT"] == "2"
+    assert all(s.disabled for s in config.services.values())
+    assert [where(n, tmp_path / "supervisord.conf") for n in notes] == ["[program:w] numprocs"]
+    assert "instances w-1 to w-3" in notes[0]
+
+
+def test_numprocs_that_a_replica_number_cant_stand_for_stays_a_service_each(
+    tmp_path: Path,
+) -> None:
+    """A padded number, or one from 7, stays N services, with a note that says why."""
+    for options in ("numprocs_start=7\ncommand=/w %(process_num)d", "command=/w %(process_num)02d"):
+        document, notes = convert_text(
+            tmp_path, f"[program:w]\nprocess_name=w%(process_num)d\nnumprocs=2\n{options}\n"
+        )
+        assert "replicas" not in document.split("version: 1")[1]
+        assert len(check(document, tmp_path).services) == 2
+        assert any("stay a service each" in note and "command" in note for note in notes)
+
+
 def test_priority_tiers_become_dependencies(tmp_path: Path) -> None:
     """Distinct priorities order start and stop through depends_on, each tier on the one below."""
     document, notes = convert_text(
@@ -579,7 +621,8 @@ def test_the_document_starts_with_its_source_and_notes_and_no_date(tmp_path: Pat
     )
     lines = document.splitlines()
     assert lines[0] == f"# Converted by `tinit import supervisord` from {tmp_path}/in.conf"
-    assert "# - [program:app] autostart: tinit starts every service" in document
+    assert "# - " not in document  # autostart=false is disabled: true, nothing to note
+    assert "    disabled: true" in lines
     assert "version: 1" in lines
     assert not any(str(year) in document for year in range(2020, 2040))
     assert convert_text(
@@ -715,7 +758,8 @@ def test_a_long_stopwaitsecs_raises_the_shutdown_budget_and_says_what_else_to_ra
     """Laravel's stopwaitsecs=3600 gets the time to stop: in tinit, in Docker and in Kubernetes."""
     document, notes = convert_file(FIXTURES / "real" / "laravel-queue-worker.conf")
     config = check(document)
-    assert len(config.services) == 8
+    assert len(config.services) == 8  # numprocs=8: replicas: 8
+    assert "    replicas: 8" in document
     assert config.settings.shutdown_timeout >= 3600
     assert not config.warnings
     assert "settings.shutdown_timeout became 3601s" in notes[0]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Final
 
+from tinit.config.model import MAX_REPLICAS
 from tinit.convert import _pc_values as values
 from tinit.convert._daemons import shell_daemon_note
 from tinit.convert._pc_probes import probe
@@ -272,19 +273,34 @@ class Process:
 
     def _switches(self) -> None:
         if self.raw.get("disabled"):
-            why = "tinit starts every service: remove it if it must not run, or `tinit stop` it"
-            self.note("disabled", why)
+            self.service["disabled"] = True
         if self.raw.get("is_daemon"):
             why = (
                 "tinit watches the process it starts and needs it in the foreground: run the"
                 " program without its daemon option; a forked daemon would never be stopped cleanly"
             )
             self.note("is_daemon", why)
+        self._replicas()
+
+    def _replicas(self) -> None:
         replicas = self.raw.get("replicas", 1)
-        if replicas not in (None, 1):
-            count = values.show(replicas)
-            why = f"tinit runs one process per service: write {count} services, one per replica"
-            self.note("replicas", why)
+        if replicas in (None, 1):
+            return
+        if not isinstance(replicas, int) or isinstance(replicas, bool):
+            self.problem("replicas", f"expected a whole number, got {values.show(replicas)}")
+            return
+        if not 1 <= replicas <= MAX_REPLICAS:
+            self.problem(
+                "replicas", f"{replicas} is not between 1 and {MAX_REPLICAS}, tinit's range"
+            )
+            return
+        self.service["replicas"] = replicas
+        why = (
+            f"instances are {self.name}-1 to {self.name}-{replicas} (process-compose counts"
+            " from -0), and TINIT_REPLICA counts from 1 where PC_REPLICA_NUM counts from 0:"
+            " check the commands and probes that use it"
+        )
+        self.note("replicas", why)
 
 
 __all__ = ["Process"]

@@ -7,6 +7,10 @@ each note, problem and service.
 
 Decisions where supervisord and tinit differ:
 
+- ``numprocs=N`` becomes ``replicas: N`` when the processes differ only in
+  their number and it fits ``TINIT_REPLICA`` (plain ``%(process_num)d``
+  from 1, in ``command`` or ``environment``); otherwise a service each, as
+  before, with a note. ``autostart=false`` is ``disabled: true``.
 - ``command`` stays a string with ``shell: false``: supervisord splits it
   like ``shlex`` and runs it without a shell, as tinit does; shell syntax in
   it is only noted.
@@ -26,6 +30,7 @@ import shlex
 import signal
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from tinit.config.model import REPLICA_VAR
 from tinit.convert import _supervisord_ini as ini
 from tinit.convert._daemons import daemon_note
 from tinit.convert._supervisord_ini import Bad, Expander
@@ -36,6 +41,8 @@ if TYPE_CHECKING:
     from tinit.convert.supervisord import Converter
 
 T = TypeVar("T")
+#: ``%(process_num)d`` and its kin, with the format spec, for ``replicas``
+_PROCESS_NUM: Final = re.compile(r"%\(process_num\)([-#0 +]*[0-9]*(?:\.[0-9]+)?[a-zA-Z])")
 UNKNOWN: Final = "unknown option; supervisord ignores it, and so does this"
 _STREAM_OPTIONS: Final = (
     "logfile",
@@ -139,18 +146,58 @@ class Program:
         if self.group is not None and "priority" in self.raw:
             why = f"ignored: the priority of [group:{self.group}] orders it, as in supervisord"
             self.note("priority", why)
+        if count > 1 and self._replicable(first):
+            replica = f"{self.c.marker}{REPLICA_VAR}{self.c.marker}"
+            self._process({**names, "process_num": replica, "numprocs": count}, priority, count)
+            return
         for number in range(first, first + count):
             process = {**names, "process_num": number, "numprocs": count}
             self._process(process, priority)
 
-    def _process(self, names: dict[str, object], priority: int) -> None:
+    def _replicable(self, first: int) -> bool:
+        """Whether the processes can be one service with ``replicas``: their numbers are
+        used nowhere, or only as plain ``%(process_num)d`` or ``s`` counting from 1 in
+        ``command`` and ``environment``, where ``${TINIT_REPLICA}`` says the same.
+        Otherwise they stay a service each, with a note saying why."""
+        uses = {
+            option: _PROCESS_NUM.findall(value)
+            for option, value in self.raw.items()
+            if option not in ("process_name", "numprocs", "numprocs_start")
+        }
+        used = {option: specs for option, specs in uses.items() if specs}
+        if not used:
+            return True
+        if (
+            first == 1
+            and set(used) <= {"command", "environment"}
+            and all(spec in ("d", "s") for specs in used.values() for spec in specs)
+        ):  # %(process_num)d formats an int; made a string, the run-time number fits it
+            self.raw = {
+                option: _PROCESS_NUM.sub("%(process_num)s", value)
+                for option, value in self.raw.items()
+            }
+            return True
+        why = (
+            "the processes stay a service each, not one with replicas: "
+            f"{', '.join(sorted(used))} use %(process_num) in a way TINIT_REPLICA can't "
+            "stand for (it counts from 1, unpadded, only in command and environment)"
+        )
+        self.note("numprocs", why)
+        return False
+
+    def _process(self, names: dict[str, object], priority: int, replicas: int = 1) -> None:
         c = self.c
         env_names = Options(c, self.section, self.raw, c.expander(self.section, names))
         env: dict[str, str] = env_names.get("environment", ini.environment, {}, text=True)
         exp = Expander(c.marker, env_names.exp.names, {**c.global_env, **env})
         o = Options(c, self.section, self.raw, exp)
-        name = o.get("process_name", ini.process_name, self.name)
         service: dict[str, Any] = {}
+        if replicas > 1:
+            name = self.name
+            why = f"became replicas: {replicas}, instances {name}-1 to {name}-{replicas}"
+            self.note("numprocs", f"{why}, not supervisord's process names")
+        else:
+            name = o.get("process_name", ini.process_name, self.name)
         self._command(o, service)
         self._place(o, service)
         merged = {**c.global_env, **env}
@@ -162,8 +209,9 @@ class Program:
         self._restart(o, service)
         self._stop(o, service)
         if not o.get("autostart", ini.boolean, True):
-            why = "tinit starts every service: remove it if it must not run, or `tinit stop` it"
-            self.note("autostart", why)
+            service["disabled"] = True
+        if replicas > 1:
+            service["replicas"] = replicas
         serverurl = o.get("serverurl", str, "AUTO", text=True)
         if serverurl.strip().upper() != "AUTO":
             why = "tinit sets no SUPERVISOR_SERVER_URL; use `tinit status` instead"
