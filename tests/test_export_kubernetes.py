@@ -196,7 +196,8 @@ def test_every_config_exports_objects_kubernetes_accepts(
         for schema in SCHEMAS[version]:
             kubernetes_validate.validate(document, desired_version=schema, strict=True)
     check_api_rules(obj, sidecars=version is None)
-    assert len(containers(obj)) == len(config.services)
+    enabled = [s for s in config.services.values() if not s.disabled]
+    assert len(containers(obj)) == len(enabled or config.services)
     if rest:
         (service,) = rest
         check_service(service, obj)
@@ -1001,3 +1002,29 @@ def test_the_worked_example_probes_work_in_a_pod(monkeypatch: pytest.MonkeyPatch
         {"tcpSocket", "httpGet"} & c.get(k, {}).keys() for c in (redis, web) for k in PROBES
     )
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["redis", "web"]
+
+
+def test_replicas_are_containers_of_their_own_and_disabled_services_left_out(
+    tmp_path: Path,
+) -> None:
+    """A Deployment's replicas copy the whole pod: each instance is a container, told its number;
+    a disabled service is no container, and its dependents don't wait for it."""
+    config = load(
+        tmp_path,
+        """
+        version: 1
+        services:
+          worker: {command: ["sleep", "${TINIT_REPLICA}00"], replicas: 2}
+          admin: {command: sleep infinity, disabled: true}
+          web: {command: sleep infinity, depends_on: {admin: started}}
+        """,
+    )
+    text, workload = export_objects(config)
+    pod = workload["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"] + pod.get("initContainers", [])}
+    assert sorted(containers) == ["web", "worker-1", "worker-2"]
+    assert containers["worker-2"]["command"] == ["sleep", "200"]
+    assert {"name": "TINIT_REPLICA", "value": "2"} in containers["worker-2"]["env"]
+    assert workload["spec"]["replicas"] == 1
+    assert "tinit: disabled: true: admin is left out" in text
+    assert "instance 2 of worker: a container of its own" in text

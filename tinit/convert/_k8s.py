@@ -33,11 +33,13 @@ import pwd
 import re
 import signal
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Literal, assert_never
 from urllib.parse import urlsplit
 
 from tinit.config import Backoff, ExecProbe, HttpProbe, NotifyFdProbe, Settings, TcpProbe
 from tinit.config._units import format_address, format_duration, format_signal, parse_env_file
+from tinit.config.model import REPLICA_VAR
 from tinit.convert._k8s_ports import ANY_HOST, is_loopback, name_ports, service_ports
 from tinit.convert._k8s_vars import PLACEHOLDER, to_kubernetes
 
@@ -245,6 +247,10 @@ class _Pod:
     """The pod spec of one config, built once, notes in document order."""
 
     def __init__(self, config: Config, target: Target) -> None:
+        kept = _without_disabled(config)
+        #: the services left out (none when all are disabled: a pod needs a container)
+        self.disabled = [n for n in config.services if n not in kept.services]
+        config = kept
         self.config, self.services = config, config.services
         self.image, self.kind, self.resolve_ids = target.image, target.kind, target.resolve_ids
         self.sidecars = target.version is None or target.version >= SIDECARS
@@ -301,6 +307,15 @@ class _Pod:
     def spec(self) -> Commented:
         notes = _Notes("", self.report)
         self._settings_notes(notes)
+        for name in self.disabled:
+            left_out = _Notes(f"services.{name}", self.report)
+            left_out.add(
+                "disabled",
+                f"true: {name} is left out, since every container of a pod starts; run it as a"
+                " workload of its own when it is wanted. Its dependents start without it, as in"
+                " tinit",
+            )
+            notes.lines.extend(left_out.lines)
         spec: dict[str, object] = {
             "restartPolicy": self.policy,
             "terminationGracePeriodSeconds": Commented(self.grace, self._grace_notes()),
@@ -392,6 +407,13 @@ class _Pod:
         if ports:
             container["ports"] = ports
         env = _env(service, notes)
+        if service.replica is not None:
+            env.append({"name": REPLICA_VAR, "value": str(service.replica)})
+            notes.add(
+                "replicas",
+                f"instance {service.replica} of {service.replica_of}: a container of its own."
+                " A Deployment's replicas would copy the whole pod, every service with it",
+            )
         known = {entry["name"] for entry in env}
         env += [{"name": var, "value": PLACEHOLDER} for var in runtime if var not in known]
         if env:
@@ -601,6 +623,22 @@ class _Pod:
                 "unset, one per image); Kubernetes >= 1.33 with the ContainerStopSignals feature "
                 f"gate also takes lifecycle.stopSignal: {sig}, with spec.os.name: linux",
             )
+
+
+def _without_disabled(config: Config) -> Config:
+    """The config without its disabled services, which no dependent waits for; all of them
+    when every service is disabled, since a pod needs a container."""
+    kept = {n: s for n, s in config.services.items() if not s.disabled}
+    if not kept:
+        return config
+    services = {
+        name: dataclasses.replace(
+            service,
+            depends_on=MappingProxyType({d: c for d, c in service.depends_on.items() if d in kept}),
+        )
+        for name, service in kept.items()
+    }
+    return dataclasses.replace(config, services=MappingProxyType(services))
 
 
 def _has_limits(service: Service) -> bool:
