@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import urllib.error
+import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -26,15 +28,17 @@ services:
     stop_timeout: 2s
 """
 
-DISABLED = """\
+HTTP_PORT = 18797
+DISABLED = f"""\
 version: 1
+settings: {{health_listen: "127.0.0.1:{HTTP_PORT}"}}
 services:
   admin:
     command: [PYTHON, -u, -c, "import time; print('admin up', flush=True); time.sleep(600)"]
     disabled: true
   web:
     command: [PYTHON, -u, -c, "import time; print('web up', flush=True); time.sleep(600)"]
-    depends_on: {admin: ready}
+    depends_on: {{admin: ready}}
 """
 
 
@@ -48,6 +52,14 @@ def status(tinit: Tinit, *names: str) -> dict[str, dict[str, Any]]:
     done = cli(tinit, "status", "--json", *names)
     assert done.returncode in (0, 1), done.stderr
     return {s["name"]: s for s in json.loads(done.stdout)}
+
+
+def readyz() -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/readyz", timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def running(tinit: Tinit, *names: str) -> bool:
@@ -95,12 +107,14 @@ def test_disabled_waits_for_a_start_and_keeps_no_dependent_waiting(tmp_path: Pat
         assert services["admin"]["state"] == "disabled"
         assert services["admin"]["pid"] is None
         assert cli(tinit, "status").returncode == 0  # disabled is not down
+        assert readyz() == 200
 
         assert cli(tinit, "start", "admin").returncode == 0
         assert wait_for(lambda: running(tinit, "admin", "web"), timeout=30)
         assert cli(tinit, "stop", "admin").returncode == 0
         assert status(tinit)["admin"]["state"] == "stopped"
         assert cli(tinit, "status").returncode == 1  # stopped by hand is down
+        assert readyz() == 503
     finally:
         tinit.signal(signal.SIGTERM)
         result = finish(tinit)
@@ -115,3 +129,31 @@ def test_a_file_of_disabled_services_ends_at_once_with_0(tmp_path: Path) -> None
     assert result.code == 0
     assert result.named("config_loaded")  # it ran
     assert result.named("service_starting") == []
+
+
+def test_a_reload_that_changes_replicas_touches_only_the_instances_that_change(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, REPLICATED)
+    tinit = start(config)
+    try:
+        assert wait_for(lambda: running(tinit, "worker-1", "worker-2", "worker-3"), timeout=30)
+        before = {name: s["pid"] for name, s in status(tinit).items()}
+        config.write_text(config.read_text().replace("replicas: 3", "replicas: 2"))
+        done = cli(tinit, "reload")
+        assert done.returncode == 0, done.stderr
+        assert "removed: worker-3" in done.stdout
+        after = {name: s["pid"] for name, s in status(tinit).items()}
+        assert after == {"worker-1": before["worker-1"], "worker-2": before["worker-2"]}
+
+        config.write_text(config.read_text().replace("replicas: 2", "replicas: 4"))
+        done = cli(tinit, "reload")
+        assert done.returncode == 0, done.stderr
+        assert "added: worker-3, worker-4" in done.stdout
+        assert wait_for(lambda: running(tinit, *(f"worker-{n}" for n in range(1, 5))), timeout=30)
+        assert status(tinit, "worker-1")["worker-1"]["pid"] == before["worker-1"]
+    finally:
+        tinit.signal(signal.SIGTERM)
+        result = finish(tinit)
+    assert result.code == 0
+    assert result.output("worker-4") == ["replica 4 arg4"]

@@ -22,6 +22,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
+from tinit.config._bounded import MAX_SERVICES
 from tinit.config.model import MAX_REPLICAS, REPLICA_VAR, Service, replica_name
 
 if TYPE_CHECKING:
@@ -49,6 +50,10 @@ class ReplicaReader:
             count = self._count(name, entry)
             if count == 1:
                 drafts[name] = self._service(name, entry)
+                continue
+            if len(drafts) + count > MAX_SERVICES:
+                why = f"makes more than {MAX_SERVICES} services in all, the limit"
+                self.reader.report(entry.key_node, f"services.{name}.replicas", why)
                 continue
             replicated[name] = self._as_written(name, entry)
             for number in range(1, count + 1):
