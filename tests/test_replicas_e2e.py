@@ -88,8 +88,9 @@ def test_replicas_run_numbered_and_answer_to_their_base_name(tmp_path: Path) -> 
         assert cli(tinit, "stop", "worker-2").returncode == 0
         states = {name: s["state"] for name, s in status(tinit).items()}
         assert states == {"worker-1": "running", "worker-2": "stopped", "worker-3": "running"}
-        assert cli(tinit, "status", "worker-2").returncode == 1
-        assert cli(tinit, "status", "worker-1").returncode == 0
+        # Stopped by an operator: shown as held, not counted as a failure.
+        assert status(tinit, "worker-2")["worker-2"]["held"] is True
+        assert cli(tinit, "status", "worker-2").returncode == 0
     finally:
         tinit.signal(signal.SIGTERM)
         result = finish(tinit)
@@ -113,8 +114,9 @@ def test_disabled_waits_for_a_start_and_keeps_no_dependent_waiting(tmp_path: Pat
         assert wait_for(lambda: running(tinit, "admin", "web"), timeout=30)
         assert cli(tinit, "stop", "admin").returncode == 0
         assert status(tinit)["admin"]["state"] == "stopped"
-        assert cli(tinit, "status").returncode == 1  # stopped by hand is down
-        assert readyz() == 503
+        # stopped by hand is down on purpose: not a failure either
+        assert cli(tinit, "status").returncode == 0
+        assert readyz() == 200
     finally:
         tinit.signal(signal.SIGTERM)
         result = finish(tinit)

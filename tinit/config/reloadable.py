@@ -76,6 +76,13 @@ ON_RELOAD: Final[Mapping[str, OnReload]] = MappingProxyType(
         # written to the live cgroup
         "limits": _IN,
         "oom_group": _IN,
+        # a service newly disabled stops, one newly enabled starts: a new runner
+        "disabled": _RESTART,
+        # an instance always carries 1: a new count adds or removes instances
+        "replicas": _IN,
+        # which group an instance belongs to, and its number: part of its name
+        "replica_of": _RESTART,
+        "replica": _RESTART,
     }
 )
 
