@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +17,15 @@ import trio
 
 from tinit.control import Metrics, ServiceMetrics
 from tinit.errors import ConfigError, Problem, TinitError
+from tinit.ringread import Run
 from tinit.state import State, signal_name
 
 Line = tuple[float, str, str, str]
+
+
+def _run(line: Line) -> Run:
+    ts, service, stream, text = line
+    return Run(ts, service, stream, (text,))
 
 
 @dataclass
@@ -143,18 +149,30 @@ class FakeTarget:
             raise ConfigError(self.reload_problems)
         return self.reload_result
 
-    def logs(self, names: Sequence[str], n: int | None) -> list[Line]:
+    def logs(self, names: Sequence[str], n: int | None, *, total: bool = False) -> Iterator[Run]:
+        """One run per line; ``n`` per service, or of all with ``total``."""
         self._pick(names)
         kept = [line for line in self.lines if not names or line[1] in names]
-        if n is not None:
+        if n is not None and total:
             kept = kept[len(kept) - n :] if n else []
-        return kept
+        elif n is not None:
+            counts: dict[str, int] = {}
+            for line in reversed(kept):
+                counts[line[1]] = counts.get(line[1], 0) + 1
+            seen: dict[str, int] = {}
+            tail = []
+            for line in kept:
+                seen[line[1]] = seen.get(line[1], 0) + 1
+                if counts[line[1]] - seen[line[1]] < n:
+                    tail.append(line)
+            kept = tail
+        return iter([_run(line) for line in kept])
 
-    def follow(self, names: Sequence[str]) -> AsyncIterator[Line]:
+    def follow(self, names: Sequence[str]) -> AsyncIterator[Run]:
         self._pick(names)
         start = len(self.lines)  # taken now, as the ControlTarget protocol asks
 
-        async def lines() -> AsyncIterator[Line]:
+        async def lines() -> AsyncIterator[Run]:
             self.followers += 1
             try:
                 seen = start
@@ -164,7 +182,7 @@ class FakeTarget:
                     new, seen = self.lines[seen:], len(self.lines)
                     for line in new:
                         if not names or line[1] in names:
-                            yield line
+                            yield _run(line)
             finally:
                 self.followers -= 1
 

@@ -366,7 +366,7 @@ async def test_reload_of_an_invalid_file_reports_every_problem(
         ]
 
 
-async def test_logs_n_prints_padded_names_and_keeps_streams_apart(
+async def test_logs_n_counts_per_service_and_marks_stderr_on_stdout(
     target: FakeTarget, sock: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with trio.fail_after(10):
@@ -376,14 +376,54 @@ async def test_logs_n_prints_padded_names_and_keeps_streams_apart(
         target.add_line("worker", "job done")
         async with control(target, sock):
             assert await run_client("logs", "--control-socket", sock, "-n", "3") == 0
-            captured = capsys.readouterr()
-            assert captured.out == "web    | request 4\nworker | job done\n"
-            assert captured.err == "db     | slow query\n"
+            assert capsys.readouterr() == (
+                "web    | request 2\nweb    | request 3\nweb    | request 4\n"
+                "db     ! slow query\nworker | job done\n",
+                "",
+            )
+            assert await run_client("logs", "--control-socket", sock, "-n", "3", "--total") == 0
+            assert capsys.readouterr() == (
+                "web    | request 4\ndb     ! slow query\nworker | job done\n",
+                "",
+            )
+            assert await run_client("logs", "--control-socket", sock, "--total") == 2
+            assert "give -n too" in capsys.readouterr().err
             assert await run_client("logs", "--control-socket", sock, "web", "db") == 0
             out = capsys.readouterr().out.splitlines()
-            assert out == [f"web | request {i}" for i in range(5)]
+            assert out == [f"web | request {i}" for i in range(5)] + ["db  ! slow query"]
             assert await run_client("logs", "--control-socket", sock, "-n", "0") == 0
             assert capsys.readouterr() == ("", "")
+
+
+async def test_logs_stream_in_bounded_messages_with_the_names_first_and_an_end(
+    target: FakeTarget, sock: str
+) -> None:
+    """Kept lines go in several messages, none near the client's limit even when escaped."""
+    with trio.fail_after(20):
+        for i in range(3000):
+            target.add_line("web", "\x01" * 100 + str(i))  # 6 bytes a character in JSON
+        async with control(target, sock):
+            conn = await Raw.connect(sock)
+            await conn.send({"v": 1, "cmd": "logs"})
+            sizes: list[int] = []
+            messages: list[dict[str, Any]] = []
+            while not messages or messages[-1].get("result") != {"end": True}:
+                while b"\n" not in conn.buffer:
+                    chunk = await conn.stream.receive_some(65536)
+                    assert chunk
+                    conn.buffer += chunk
+                sizes.append(conn.buffer.index(b"\n") + 1)
+                message = await conn.receive()
+                assert message is not None and message["ok"] is True
+                messages.append(message)
+            await conn.aclose()
+    assert messages[0]["result"] == {"services": ["web", "worker", "db"]}
+    runs = [run for m in messages[1:-1] for run in m["result"]["lines"]]
+    assert [line for run in runs for line in run["lines"]] == [
+        "\x01" * 100 + str(i) for i in range(3000)
+    ]
+    assert len(messages) > 4
+    assert max(sizes) < client.MAX_LOGS_MESSAGE / 2
 
 
 async def test_logs_follow_prints_new_lines_until_ctrl_c(target: FakeTarget, sock: str) -> None:

@@ -33,8 +33,8 @@ from tinit.control import _BadRequest, _Connection, _parse, _Server
 from tinit.errors import ControlError
 from tinit.logs import make_logger
 from tinit.replies import (
-    log_record,
-    logs_result,
+    logs_header,
+    logs_part,
     parse_reply,
     problems,
     reload_result,
@@ -52,7 +52,7 @@ FUZZ = (
 pytestmark = pytest.mark.timeout(0 if _LONG else 120)  # 0: a long run takes its time
 
 COMMANDS = ["status", "start", "stop", "restart", "signal", "reload", "logs", "ping"]
-FIELDS = ["v", "cmd", "names", "signal", "n", "follow", "ok", "result", "error", "problems",
+FIELDS = ["v", "cmd", "names", "signal", "n", "follow", "total", "end", "ok", "result", "error", "problems",
           "services", "lines", "ts", "service", "stream", "line", "name", "state", "pid",
           "uptime", "restarts", "last_exit", "ready", "memory", "pids", "completed",
           "added", "removed", "changed", "exit_code", "oom"]  # fmt: skip
@@ -81,6 +81,7 @@ requests = st.fixed_dictionaries(
         "signal": st.sampled_from(WORDS) | values,
         "n": st.integers(min_value=-2, max_value=2**70) | values,
         "follow": st.booleans() | values,
+        "total": st.booleans() | values,
         "junk": values,
     },
 )
@@ -98,28 +99,25 @@ service = st.fixed_dictionaries(
     },
     optional={"completed": st.booleans() | values, "oom_kills": values},
 )
-record = st.fixed_dictionaries(
+run = st.fixed_dictionaries(
     {
         "ts": st.floats() | values,
         "service": st.sampled_from(WORDS) | values,
         "stream": st.sampled_from(["stdout", "stderr"]) | values,
-        "line": st.text(max_size=20) | values,
+        "lines": st.lists(st.text(max_size=20) | values, max_size=3) | values,
     }
 )
 results = st.one_of(
     values,
     st.lists(service, max_size=3),
-    st.fixed_dictionaries(
-        {
-            "services": st.lists(st.text(max_size=8)) | values,
-            "lines": st.lists(record, max_size=3) | values,
-        }
-    ),
+    st.fixed_dictionaries({"services": st.lists(st.text(max_size=8)) | values}),
+    st.fixed_dictionaries({"lines": st.lists(run, max_size=3) | values}),
+    st.fixed_dictionaries({"end": st.just(True) | values}),
     st.dictionaries(
         st.sampled_from(["added", "removed", "changed", "updated", "unchanged"]),
         st.lists(st.text(max_size=8)) | values,
     ),
-    record,
+    run,
 )
 replies = st.fixed_dictionaries(
     {"v": st.sampled_from([1, 1, 1, 1.0, True, 2]), "ok": st.booleans() | values},
@@ -158,7 +156,7 @@ async def _answer(line: bytes) -> tuple[list[dict[str, Any]], str]:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(connection.answer, line)
-            while b"\n" not in received:
+            while not (received.endswith(b"\n") and _complete(bytes(received))):
                 chunk = await theirs.receive_some(65536)
                 assert chunk, "the server sent no reply"
                 received += chunk
@@ -167,13 +165,31 @@ async def _answer(line: bytes) -> tuple[list[dict[str, Any]], str]:
     return messages, log_text.getvalue()
 
 
+def _streamed(message: dict[str, Any]) -> bool:
+    """A message of a ``logs`` stream that more messages follow: the names, or lines."""
+    result = message.get("result")
+    return (
+        bool(message["ok"])
+        and isinstance(result, dict)
+        and set(result) in ({"services"}, {"lines"})
+    )
+
+
+def _complete(received: bytes) -> bool:
+    """Whether ``received`` holds a whole answer: one reply, or a ``logs`` stream to its end."""
+    return not _streamed(json.loads(received.splitlines()[-1]))
+
+
 @FUZZ
 @given(st.binary(max_size=200) | requests.map(lambda r: json.dumps(r).encode()))
 def test_any_request_gets_one_reply_and_logs_no_error(line: bytes) -> None:
     messages, log = trio.run(_answer, line)
-    assert len(messages) == 1, messages
-    [reply] = messages
-    assert reply["v"] == 1
+    *streamed, reply = messages
+    assert all(m["v"] == 1 for m in messages)
+    if streamed:  # logs: the names, runs of lines, then the end
+        assert set(streamed[0]["result"]) == {"services"}
+        assert all(set(m["result"]) == {"lines"} for m in streamed[1:])
+        assert reply == {"v": 1, "ok": True, "result": {"end": True}}
     assert isinstance(reply["ok"], bool)
     assert reply["ok"] or isinstance(reply["error"], str)
     assert '"level": "error"' not in log, log
@@ -185,7 +201,7 @@ def test_any_request_gets_one_reply_and_logs_no_error(line: bytes) -> None:
 def _use(message: dict[str, Any]) -> None:
     """Do with a believed reply what every client command would do; ControlError only."""
     result = message.get("result")
-    for check in (status_result, reload_result, logs_result, log_record):
+    for check in (status_result, reload_result, logs_header, logs_part):
         with contextlib.suppress(ControlError):
             check(result, "/x")
     with contextlib.suppress(ControlError):
@@ -195,13 +211,8 @@ def _use(message: dict[str, Any]) -> None:
         client.format_status(services)
         [client._healthy(s) for s in services]
     out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        with contextlib.suppress(ControlError):
-            _, lines = logs_result(result, "/x")
-            for line in lines:
-                client._print_line(line, 8)
-        with contextlib.suppress(ControlError):
-            client._print_line(log_record(result, "/x"), 8)
+    with contextlib.redirect_stdout(out), contextlib.suppress(ControlError):
+        client._print_runs(logs_part(result, "/x") or [], 8)
 
 
 @FUZZ

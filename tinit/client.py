@@ -9,6 +9,14 @@ imports trio (tests check that). The server side is `tinit.control`.
 The protocol is one JSON object per line both ways. A request is
 ``{"v": 1, "cmd": ..., ...}``; a reply is ``{"v": 1, "ok": true, "result": ...}``
 or ``{"v": 1, "ok": false, "error": "one sentence"}``.
+
+``logs`` is answered by a stream of replies instead, each at most
+`MAX_LOGS_MESSAGE` bytes, so that neither side ever holds every kept line at
+once: first ``{"services": [names]}``, then any number of
+``{"lines": [run, ...]}``, a run being ``{"ts", "service", "stream",
+"lines": [text, ...]}`` (lines of one service's stream read at one time),
+then ``{"end": true}`` once the kept lines are sent. With ``follow``, more
+``{"lines": [...]}`` replies come after the end, as the services write.
 """
 
 from __future__ import annotations
@@ -25,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Final
 from .errors import ControlError, UsageError
 from .replies import PROTOCOL_VERSION as PROTOCOL_VERSION
 from .replies import (
-    log_record,
-    logs_result,
+    logs_header,
+    logs_part,
     parse_reply,
     problems,
     reload_result,
@@ -44,9 +52,9 @@ MAX_REQUEST: Final = 64 * 1024
 DEFAULT_TIMEOUT: Final = 30.0
 #: the longest reply believed: a status of hundreds of services takes a small part of it
 MAX_REPLY: Final = 4 * 1024 * 1024
-#: the longest first reply of ``logs``: every kept line of every service, at worst
-#: 256 KiB of one-byte lines each, several times longer as JSON (``-n`` keeps it short)
-MAX_LOGS_REPLY: Final = 64 * 1024 * 1024
+#: the longest message of a ``logs`` stream: tinit packs about 64 KiB of text in each,
+#: which JSON's escapes may make at most six times longer
+MAX_LOGS_MESSAGE: Final = 1024 * 1024
 _RECEIVE_SIZE: Final = 256 * 1024
 _UCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -325,7 +333,12 @@ def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     add("reload", "re-read the config file and apply the difference (as SIGHUP)")
     logs = add("logs", "print recent output of services, kept in memory by tinit")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    logs.add_argument("-n", "--lines", type=_count, metavar="N", help="only the last N lines")
+    logs.add_argument(
+        "-n", "--lines", type=_count, metavar="N", help="only the last N lines of each service"
+    )
+    logs.add_argument(
+        "--total", action="store_true", help="with -n: the last N lines of all services together"
+    )
     logs.add_argument("names", nargs="*", metavar="NAME")
 
 
@@ -370,7 +383,9 @@ def run(args: argparse.Namespace) -> int:
     if command == "reload":
         return _reload(path, timeout)
     if command == "logs":
-        return _logs(path, names, args.lines, args.follow, timeout)
+        if args.total and args.lines is None:
+            raise UsageError("--total counts the lines of -n N: give -n too")
+        return _logs(path, timeout, args)
     raise UsageError(f"unknown client command {command!r}")
 
 
@@ -404,23 +419,29 @@ def _reload(path: str, timeout: float) -> int:
     return 0
 
 
-def _logs(path: str, names: Sequence[str], n: int | None, follow: bool, timeout: float) -> int:
-    payload: dict[str, Any] = {"cmd": "logs", "names": list(names), "follow": follow}
-    if n is not None:
-        payload["n"] = n
+def _logs(path: str, timeout: float, args: argparse.Namespace) -> int:
+    """``tinit logs``: print the kept lines as they stream in, then new ones with ``-f``."""
+    follow: bool = args.follow
+    payload: dict[str, Any] = {"cmd": "logs", "names": list(args.names), "follow": follow}
+    if args.lines is not None:
+        payload["n"] = args.lines
+    if args.total:
+        payload["total"] = True
     try:
-        with Connection(path, timeout, max_reply=MAX_LOGS_REPLY) as conn:
-            services, lines = logs_result(_result(conn.call(payload)), path)
+        with Connection(path, timeout, max_reply=MAX_LOGS_MESSAGE) as conn:
+            services = logs_header(_result(conn.call(payload)), path)
             width = max((len(s) for s in services), default=0)
-            for record in lines:
-                _print_line(record, width)
+            while (runs := logs_part(_result(_next(conn)), path)) is not None:
+                _print_runs(runs, width)
             if not follow:
                 return 0
             sys.stdout.flush()
-            conn.wait_forever()  # following has no end but the user's Ctrl-C...
-            conn.max_reply = MAX_REPLY  # ...and each new line is a message of its own
+            conn.wait_forever()  # following has no end but the user's Ctrl-C
             while (message := conn.receive()) is not None:
-                _print_line(log_record(_result(message), path), width)
+                runs = logs_part(_result(message), path)
+                if runs is None:
+                    raise ControlError(f"tinit on {path} ended the kept lines twice")
+                _print_runs(runs, width)
                 sys.stdout.flush()
             return 0  # tinit ended
     except KeyboardInterrupt:
@@ -434,9 +455,23 @@ def _logs(path: str, names: Sequence[str], n: int | None, follow: bool, timeout:
         return 0
 
 
-def _print_line(record: dict[str, Any], width: int) -> None:
-    out = sys.stderr if record.get("stream") == "stderr" else sys.stdout
-    print(f"{record.get('service', '?'):<{width}} | {record.get('line', '')}", file=out)
+def _next(conn: Connection) -> dict[str, Any]:
+    message = conn.receive()
+    if message is None:
+        raise ControlError(f"tinit on {conn.path} closed the connection mid-reply")
+    return message
+
+
+#: what separates a service's name from its line in ``tinit logs``: ``!`` marks stderr
+STREAM_MARKS: Final = {"stdout": "|", "stderr": "!"}
+
+
+def _print_runs(runs: Sequence[dict[str, Any]], width: int) -> None:
+    """Print runs of lines to stdout, each as ``NAME | line``, or ``NAME ! line`` from stderr."""
+    for run in runs:
+        mark = STREAM_MARKS.get(run["stream"], "?")
+        label = f"{run['service']:<{width}} {mark} "
+        sys.stdout.write("".join(f"{label}{line}\n" for line in run["lines"]))
 
 
 # -- the status table ---------------------------------------------------------------

@@ -39,9 +39,10 @@ from .errors import ConfigError, ControlError, TinitError
 from .state import signal_name
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
     from .logs import Log
+    from .ringread import Run
 
 __all__ = [
     "IDLE_TIMEOUT",
@@ -61,7 +62,10 @@ MAX_CONNECTIONS: Final = 256
 
 _RECEIVE_SIZE: Final = 16 * 1024
 _UCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
-_FIELDS: Final = frozenset({"v", "cmd", "names", "signal", "n", "follow"})
+_FIELDS: Final = frozenset({"v", "cmd", "names", "signal", "n", "follow", "total"})
+#: characters plus lines of the runs packed into one ``logs`` message (a run may pass it):
+#: JSON takes at most 6 bytes a character, so a message stays well under the client's limit
+_LOGS_MESSAGE_WEIGHT: Final = 64 * 1024
 _ACTIONS: Final = frozenset({"start", "stop", "restart", "signal", "reload"})
 
 
@@ -125,14 +129,15 @@ class ControlTarget(Protocol):
         """
         ...
 
-    def logs(self, names: Sequence[str], n: int | None) -> list[tuple[float, str, str, str]]:
-        """The last ``n`` lines kept (all without ``n``), oldest first.
+    def logs(self, names: Sequence[str], n: int | None, *, total: bool = False) -> Iterator[Run]:
+        """The lines kept, oldest first: the last ``n`` of each service (all without ``n``).
 
-        Each is (ts, service, stream, line).
+        With ``total``, the last ``n`` of all services together. Read lazily,
+        each `Run` bounded (`tinit.ringread`), from what was kept when called.
         """
         ...
 
-    def follow(self, names: Sequence[str]) -> AsyncIterator[tuple[float, str, str, str]]:
+    def follow(self, names: Sequence[str]) -> AsyncIterator[Run]:
         """Lines added from now on, as they arrive, until cancelled.
 
         "Now" is best taken when ``follow`` is called, not at the first
@@ -154,6 +159,15 @@ class ReplyDrain(Protocol):
     async def finish_replies(self, deadline: float) -> None:
         """Refuse new requests; return once every reply owed is sent, or at ``deadline``."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Logs:
+    """A ``logs`` reply before it is sent: names, kept lines, and new ones if followed."""
+
+    services: list[str]
+    kept: Iterator[Run]
+    updates: AsyncIterator[Run] | None
 
 
 class _BadRequest(Exception):
@@ -465,10 +479,10 @@ class _Connection:
             )
         else:
             self.log.debug("control_request", cmd=cmd, peer_pid=self.pid, peer_uid=self.uid)
-        updates: AsyncIterator[tuple[float, str, str, str]] | None = None
+        logs: _Logs | None = None
         try:
-            if cmd == "logs" and request["follow"]:
-                updates, result = self.start_following(request)
+            if cmd == "logs":
+                logs = self.open_logs(request)
             else:
                 result = await self.run(request)
         except _BadRequest as exc:
@@ -492,10 +506,10 @@ class _Connection:
             self.log.error("control_command_failed", cmd=cmd, error=f"{type(exc).__name__}: {exc}")
             await self.send_error(f"internal error in tinit: {type(exc).__name__}: {exc}")
         else:
-            if updates is None:
+            if logs is None:
                 await self.send({"v": PROTOCOL_VERSION, "ok": True, "result": result})
             else:
-                await self.follow(updates, result)
+                await self.stream_logs(logs)
 
     async def run(self, request: dict[str, Any]) -> Any:
         cmd: str = request["cmd"]
@@ -508,11 +522,6 @@ class _Connection:
         services = target.status(names)  # KeyError for an unknown name, before any action
         if cmd == "status":
             return services
-        if cmd == "logs":
-            return {
-                "services": _names(services),
-                "lines": _records(target.logs(names, request["n"])),
-            }
         if not names:
             raise _BadRequest(f"{cmd} needs at least one service name")
         if cmd == "signal":
@@ -525,35 +534,51 @@ class _Connection:
             await target.restart(names)
         return None
 
-    def start_following(
-        self, request: dict[str, Any]
-    ) -> tuple[AsyncIterator[tuple[float, str, str, str]], dict[str, Any]]:
-        """For ``logs -f``: the iterator of new lines, and the first reply (the kept lines)."""
+    def open_logs(self, request: dict[str, Any]) -> _Logs:
+        """What a ``logs`` request will send; KeyError for an unknown service, before any reply."""
         names: list[str] = request["names"]
-        services = self.target.status(names)
+        services = _names(self.target.status(names))
         # follow() before logs(), with no checkpoint between: a follower that
         # takes its starting point when called neither misses nor repeats a line.
-        updates = self.target.follow(names)
-        lines = self.target.logs(names, request["n"])
-        return updates, {"services": _names(services), "lines": _records(lines)}
+        updates = self.target.follow(names) if request["follow"] else None
+        kept = self.target.logs(names, request["n"], total=request["total"])
+        return _Logs(services, kept, updates)
 
-    async def follow(
-        self, updates: AsyncIterator[tuple[float, str, str, str]], first: dict[str, Any]
-    ) -> None:
-        """Send ``first``, then one message per new line, until the client closes."""
+    async def stream_logs(self, logs: _Logs) -> None:
+        """Send a ``logs`` reply as a stream of bounded messages (`tinit.client` has the forms).
+
+        The kept lines go a few runs per message: ``send`` waits for the
+        client and yields to the loop, so the other requests and the services
+        go on meanwhile, and tinit holds one message at a time.
+        """
         try:
-            await self.send({"v": PROTOCOL_VERSION, "ok": True, "result": first})
+            await self.send_result({"services": logs.services})
+            batch: list[Run] = []
+            weight = 0
+            for run in logs.kept:
+                if batch and weight + run.weight > _LOGS_MESSAGE_WEIGHT:
+                    await self.send_result({"lines": _runs(batch)})
+                    batch, weight = [], 0
+                batch.append(run)
+                weight += run.weight
+            if batch:
+                await self.send_result({"lines": _runs(batch)})
+            await self.send_result({"end": True})
+            if logs.updates is None:
+                return
             self.settle()  # what follows is a stream, not a reply tinit owes
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.wait_closed, nursery.cancel_scope)
-                async for record in updates:
-                    message = {"v": PROTOCOL_VERSION, "ok": True, "result": _records([record])[0]}
-                    await self.send(message)
+                async for run in logs.updates:
+                    await self.send_result({"lines": _runs([run])})
         finally:
-            aclose = getattr(updates, "aclose", None)
+            aclose = getattr(logs.updates, "aclose", None)
             if aclose is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                     await aclose()
+
+    async def send_result(self, result: dict[str, Any]) -> None:
+        await self.send({"v": PROTOCOL_VERSION, "ok": True, "result": result})
 
     async def wait_closed(self, scope: trio.CancelScope) -> None:
         """While following: discard what the client sends; at its EOF, end the stream."""
@@ -629,8 +654,12 @@ def _parse(line: bytes) -> dict[str, Any]:
     if not isinstance(follow, bool):
         raise _BadRequest("follow must be true or false")
     request["follow"] = follow
-    if cmd != "logs" and (n is not None or follow):
-        raise _BadRequest(f"{cmd} takes neither n nor follow")
+    total = request.get("total", False)
+    if not isinstance(total, bool):
+        raise _BadRequest("total must be true or false")
+    request["total"] = total
+    if cmd != "logs" and (n is not None or follow or total):
+        raise _BadRequest(f"{cmd} takes neither n nor follow nor total")
     return request
 
 
@@ -638,10 +667,10 @@ def _names(services: list[dict[str, Any]]) -> list[str]:
     return [str(s.get("name")) for s in services]
 
 
-def _records(lines: Sequence[tuple[float, str, str, str]]) -> list[dict[str, Any]]:
+def _runs(runs: Sequence[Run]) -> list[dict[str, Any]]:
     return [
-        {"ts": ts, "service": service, "stream": stream, "line": line}
-        for ts, service, stream, line in lines
+        {"ts": run.ts, "service": run.service, "stream": run.stream, "lines": run.lines}
+        for run in runs
     ]
 
 

@@ -16,16 +16,16 @@ import trio
 
 from .control import Metrics, ServiceMetrics
 from .errors import TinitError
+from .ringread import Follower, read_kept
 from .state import State
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
     from .config.model import Service
     from .output import Ring
+    from .ringread import Run
     from .state import Snapshot
-
-Line = tuple[float, str, str, str]
 
 
 class Operated(Protocol):
@@ -123,17 +123,11 @@ class Operator:
             uptime_seconds=trio.current_time() - self._sup.started_at,
         )
 
-    def logs(self, names: Sequence[str], n: int | None) -> list[Line]:
-        lines = [
-            (ts, r.name, stream, text)
-            for r in self._select(names)
-            for ts, stream, text in r.ring.lines(n)
-        ]
-        lines.sort(key=lambda line: line[0])  # stable: each ring's own order is kept
-        return lines if n is None else lines[-n:] if n > 0 else []
+    def logs(self, names: Sequence[str], n: int | None, *, total: bool = False) -> Iterator[Run]:
+        return read_kept({r.name: r.ring for r in self._select(names)}, n, total=total)
 
-    def follow(self, names: Sequence[str]) -> AsyncIterator[Line]:
-        return _Follower({r.name: r.ring for r in self._select(names)})
+    def follow(self, names: Sequence[str]) -> AsyncIterator[Run]:
+        return Follower({r.name: r.ring for r in self._select(names)})
 
     # -- acting -----------------------------------------------------------------
 
@@ -199,40 +193,3 @@ def _status(snap: Snapshot, usage: Mapping[str, int], now: float) -> dict[str, A
         "completed": snap.completed,
         "log_bytes": snap.log_bytes,
     }
-
-
-class _Follower:
-    """New lines of several rings, merged, from the moment it was made.
-
-    The start is taken here, not at the first iteration, so the control
-    server can send the lines kept so far and then follow without losing or
-    repeating one. No task of its own: rings wake it through a listener.
-    """
-
-    def __init__(self, rings: dict[str, Ring]) -> None:
-        self._rings = rings
-        self._cursors = {name: ring.cursor for name, ring in rings.items()}
-        self._wake = trio.Event()
-        self._pending: list[Line] = []
-        for ring in rings.values():
-            ring.listen(self._on_add)
-
-    def _on_add(self) -> None:
-        self._wake.set()
-
-    def __aiter__(self) -> _Follower:
-        return self
-
-    async def __anext__(self) -> Line:
-        while not self._pending:
-            self._wake = trio.Event()
-            for name, ring in self._rings.items():
-                self._cursors[name], lines = ring.since(self._cursors[name])
-                self._pending.extend((ts, name, stream, text) for ts, stream, text in lines)
-            if not self._pending:
-                await self._wake.wait()
-        return self._pending.pop(0)
-
-    async def aclose(self) -> None:
-        for ring in self._rings.values():
-            ring.unlisten(self._on_add)

@@ -385,6 +385,47 @@ class Ring:
                     found.extend((ts, stream, text) for text in _split(chunk))
         return self._added, found
 
+    def blocks(self, start: int, stop: int) -> Iterator[tuple[int, float, str, bytes]]:
+        """Blocks numbered ``start`` up to ``stop``: (number, time, stream, data), oldest first.
+
+        Only blocks still held when reached are given. Safe to suspend
+        between blocks while `add` runs: a block dropped meanwhile is
+        skipped, and a page already being read stays readable (its records
+        never change once written), so a slow reader holds at most one page
+        that the ring has let go of.
+        """
+        number = start
+        while number < stop:
+            page = next((p for p in self._pages if p.first + p.count > number), None)
+            if page is None:
+                return
+            number = max(number, page.first)
+            for ts, stream, data in page.records(number - page.first):
+                if number >= stop:
+                    return
+                yield number, ts, stream, data
+                number += 1
+
+    def tail(self, n: int | None) -> tuple[int, int, int]:
+        """Where the last ``n`` lines held start (all without ``n``): (block, lines to skip, lines).
+
+        The block is a number for `blocks`; the lines to skip are at the head
+        of that block; the last item is how many lines there are from there on.
+        """
+        if n is not None and n <= 0:
+            return self._added, 0, 0
+        count = 0
+        start = self._added
+        for page in reversed(self._pages):
+            numbered = list(enumerate(page.records(), page.first))  # one page: bounded
+            for number, (_ts, _stream, data) in reversed(numbered):
+                lines = data.count(b"\n")
+                if n is not None and count + lines >= n:
+                    return number, count + lines - n, n
+                count += lines
+                start = number
+        return start, 0, count
+
     def listen(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (synchronously, cheaply) after every `add`, until `unlisten`."""
         self._listeners.add(callback)

@@ -40,11 +40,11 @@ _STATUS_OPTIONAL: Final[dict[str, tuple[type, ...]]] = {
     "oom_kills": (int,),
     "log_bytes": (int,),
 }
-_RECORD_FIELDS: Final[dict[str, tuple[type, ...]]] = {
+_RUN_FIELDS: Final[dict[str, tuple[type, ...]]] = {
     "ts": (int, float),
     "service": (str,),
     "stream": (str,),
-    "line": (str,),
+    "lines": (list,),
 }
 _DIFF_KEYS: Final = ("added", "removed", "changed", "updated")
 
@@ -90,19 +90,27 @@ def problems(reply: dict[str, Any], path: str) -> list[str]:
     return list(found)
 
 
-def logs_result(value: object, path: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """The first result of ``logs``: (the services' names, the lines kept)."""
-    if not isinstance(value, dict):
-        raise _malformed(path, "the logs are not a JSON object")
-    names, lines = value.get("services", []), value.get("lines", [])
-    if not _names(names) or not isinstance(lines, list):
-        raise _malformed(path, "the logs are not a list of services and a list of lines")
-    return names, [log_record(line, path) for line in lines]
+def logs_header(value: object, path: str) -> list[str]:
+    """The first result of ``logs``: ``{"services": [names]}``."""
+    if not isinstance(value, dict) or not _names(value.get("services")):
+        raise _malformed(path, "the logs do not start with a list of services")
+    names: list[str] = value["services"]
+    return names
 
 
-def log_record(value: object, path: str) -> dict[str, Any]:
-    """One line of ``logs``: its time, service, stream and text."""
-    return _checked(value, _RECORD_FIELDS, {}, "a log line", path)
+def logs_part(value: object, path: str) -> list[dict[str, Any]] | None:
+    """A later result of ``logs``: runs of lines (``{"lines": [...]}``), None at the end.
+
+    Each run is ``{"ts", "service", "stream", "lines"}``, ``lines`` a list of strings.
+    """
+    if isinstance(value, dict) and value.get("end") is True:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("lines"), list):
+        raise _malformed(path, "the logs are not runs of lines")
+    runs = [_checked(run, _RUN_FIELDS, {}, "a run of log lines", path) for run in value["lines"]]
+    if not all(_names(run["lines"]) for run in runs):
+        raise _malformed(path, "'lines' of a run of log lines are not strings")
+    return runs
 
 
 def _checked(
