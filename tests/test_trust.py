@@ -271,6 +271,8 @@ def test_the_timeout_covers_a_reply_that_trickles_forever(sockdir: str) -> None:
 
 SERVICE = {"name": "a", "state": "running", "pid": 7, "uptime": 1.5, "restarts": 0,
            "last_exit": None, "ready": True, "memory": None, "pids": None}  # fmt: skip
+#: the first reply of ``logs``, after which the malformed part comes
+LOGS_HEADER = b'{"v": 1, "ok": true, "result": {"services": ["a"]}}\n'
 MALFORMED = [
     b"[]",
     b"5",
@@ -317,6 +319,14 @@ def test_a_malformed_status_reply_is_one_line_and_exit_1(sockdir: str, reply: by
         (("logs",), b'{"v": 1, "ok": true, "result": []}'),
         (("logs",), b'{"v": 1, "ok": true, "result": {"services": ["a"], "lines": [1]}}'),
         (("logs",), b'{"v": 1, "ok": true, "result": {"services": ["a"], "lines": [{"line": 1}]}}'),
+        (("logs",), LOGS_HEADER + b'{"v": 1, "ok": true, "result": {"lines": [1]}}'),
+        (("logs",), LOGS_HEADER + b'{"v": 1, "ok": true, "result": {"lines": [{"lines": []}]}}'),
+        (
+            ("logs",),
+            LOGS_HEADER + b'{"v": 1, "ok": true, "result": {"lines": [{"ts": 1, "service": "a",'
+            b' "stream": "stdout", "lines": [1]}]}}',
+        ),
+        (("logs",), LOGS_HEADER + b'{"v": 1, "ok": true, "result": {"end": 1}}'),
     ],
 )
 def test_malformed_reload_and_logs_replies_are_one_line_and_exit_1(

@@ -92,7 +92,7 @@ def problems(reply: dict[str, Any], path: str) -> list[str]:
 
 def logs_header(value: object, path: str) -> list[str]:
     """The first result of ``logs``: ``{"services": [names]}``."""
-    if not isinstance(value, dict) or not _names(value.get("services")):
+    if not isinstance(value, dict) or set(value) != {"services"} or not _names(value["services"]):
         raise _malformed(path, "the logs do not start with a list of services")
     names: list[str] = value["services"]
     return names
