@@ -53,7 +53,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -175,24 +175,44 @@ def make_specs(count: int, rng: random.Random, oom: bool) -> list[Spec]:
 
 
 def ask(path: str, request: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, str]:
-    """One request on the control socket: (reply, "") or (None, what went wrong)."""
+    """One request on the control socket: (reply, "") or (None, what went wrong).
+
+    A ``logs`` stream (the names, runs of lines, the end) comes back as one
+    reply whose result is ``{"services": [...], "lines": [run, ...]}``.
+    """
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
             s.connect(path)
             s.sendall(json.dumps({"v": 1, **request}).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(1 << 20)
-                if not chunk:
-                    break
-                data += chunk
-        reply = json.loads(data)
-    except (OSError, ValueError) as exc:
+            messages = _messages(s)
+            reply = next(messages)
+            result = reply.get("result") if isinstance(reply, dict) else None
+            if reply.get("ok") and isinstance(result, dict) and set(result) == {"services"}:
+                runs: list[Any] = []
+                while (part := next(messages)["result"]) != {"end": True}:
+                    runs.extend(part["lines"])
+                result["lines"] = runs
+    except (OSError, ValueError, StopIteration, KeyError, TypeError, AttributeError) as exc:
         return None, f"{type(exc).__name__}: {exc}"
     if not isinstance(reply, dict):
         return None, f"reply is not an object: {reply!r}"
     return reply, ""
+
+
+def _messages(s: socket.socket) -> Iterator[Any]:
+    """The JSON lines the server sends, until it closes the connection."""
+    data = b""
+    while True:
+        while b"\n" not in data:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                if data:
+                    yield json.loads(data)
+                return
+            data += chunk
+        line, _, data = data.partition(b"\n")
+        yield json.loads(line)
 
 
 JUNK: Final = (
@@ -874,8 +894,8 @@ class Soak:
         req = self.call("logs", {"cmd": "logs", "names": [name], "n": 50})
         if req.reply is None or not req.reply.get("ok"):
             return
-        for record in req.reply["result"]["lines"]:
-            text = record["line"].encode()
+        texts = [line.encode() for run in req.reply["result"]["lines"] for line in run["lines"]]
+        for text in texts:
             if text.startswith(b"@S "):
                 verdict = verify_line(text)
                 if verdict == "corrupt":
