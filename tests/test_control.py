@@ -426,6 +426,34 @@ async def test_logs_stream_in_bounded_messages_with_the_names_first_and_an_end(
     assert max(sizes) < client.MAX_LOGS_MESSAGE / 2
 
 
+async def test_logs_of_many_one_line_runs_stay_in_bounded_messages(
+    target: FakeTarget, sock: str
+) -> None:
+    """A run's own keys count too: tiny runs, each read on its own, still pack boundedly."""
+    with trio.fail_after(20):
+        for _ in range(20_000):
+            target.add_line("web", "")
+        async with control(target, sock):
+            conn = await Raw.connect(sock)
+            await conn.send({"v": 1, "cmd": "logs"})
+            sizes: list[int] = []
+            lines = 0
+            while True:
+                while b"\n" not in conn.buffer:
+                    chunk = await conn.stream.receive_some(65536)
+                    assert chunk
+                    conn.buffer += chunk
+                sizes.append(conn.buffer.index(b"\n") + 1)
+                message = await conn.receive()
+                assert message is not None and message["ok"] is True
+                if message["result"] == {"end": True}:
+                    break
+                lines += sum(len(run["lines"]) for run in message["result"].get("lines", []))
+            await conn.aclose()
+    assert lines == 20_000
+    assert max(sizes) < client.MAX_LOGS_MESSAGE / 2
+
+
 async def test_logs_follow_prints_new_lines_until_ctrl_c(target: FakeTarget, sock: str) -> None:
     """``logs -f`` shows the kept lines, then new ones as they come; Ctrl-C ends it with 0."""
     with trio.fail_after(20):

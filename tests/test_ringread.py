@@ -55,7 +55,9 @@ def test_a_block_of_tiny_lines_is_cut_into_bounded_runs() -> None:
     ring.add("stdout", b"\n" * 65536 + b"x" * 70000 + b"\n" + b"tail\n", ts=1.0)
     runs = list(read_kept({"web": ring}, None))
     assert len(runs) > 4
-    assert all(run.weight <= RUN_BYTES for run in runs if len(run.lines) > 1)
+    assert all(
+        sum(len(t) + 1 for t in run.lines) <= RUN_BYTES for run in runs if len(run.lines) > 1
+    )
     texts = [text for run in runs for text in run.lines]
     assert texts == [""] * 65536 + ["x" * 70000, "tail"]
 

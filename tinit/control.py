@@ -63,8 +63,9 @@ MAX_CONNECTIONS: Final = 256
 _RECEIVE_SIZE: Final = 16 * 1024
 _UCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _FIELDS: Final = frozenset({"v", "cmd", "names", "signal", "n", "follow", "total"})
-#: characters plus lines of the runs packed into one ``logs`` message (a run may pass it):
-#: JSON takes at most 6 bytes a character, so a message stays well under the client's limit
+#: weight (`Run.weight`) of the runs packed into one ``logs`` message (one run may pass
+#: it): JSON takes at most 6 bytes a character, so a message stays well under the
+#: client's limit
 _LOGS_MESSAGE_WEIGHT: Final = 64 * 1024
 _ACTIONS: Final = frozenset({"start", "stop", "restart", "signal", "reload"})
 

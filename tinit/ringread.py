@@ -29,6 +29,8 @@ __all__ = ["RUN_BYTES", "Follower", "Run", "read_kept"]
 
 #: bytes of one block's lines (newlines counted) in one run, unless a single line is longer
 RUN_BYTES: Final = 16 * 1024
+#: what a run costs besides its lines, as JSON: its time, stream and the keys
+_RUN_OVERHEAD: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +44,12 @@ class Run:
 
     @property
     def weight(self) -> int:
-        """Characters of text plus one per line: what a message of runs is bounded by."""
-        return sum(map(len, self.lines)) + len(self.lines)
+        """What a message of runs is bounded by: characters, one per line, and the run's own.
+
+        JSON writes a character in at most 6 bytes, so a message of runs
+        weighing W is at most about 6 W bytes, however many runs it holds.
+        """
+        return sum(map(len, self.lines)) + len(self.lines) + _RUN_OVERHEAD + len(self.service)
 
 
 def read_kept(rings: Mapping[str, Ring], n: int | None, *, total: bool = False) -> Iterator[Run]:
