@@ -480,7 +480,7 @@ def test_relative_command_without_workdir_is_left_to_run_time() -> None:
 
 
 def test_service_defaults() -> None:
-    """A bare service gets the defaults of SPEC §3."""
+    """A bare service gets the defaults docs/configuration.md gives."""
     app = service("command: sleep 1").services["app"]
     assert app.restart == "on-failure"
     assert app.success_exit_codes == frozenset({0})
