@@ -116,6 +116,9 @@ def _service_document(s: Service, groups: dict[str, list[str]]) -> dict[str, Any
         # how many, and whether at start
         "disabled": s.disabled,
         "replicas": s.replicas,
+        # -- scheduled jobs
+        "schedule": _schedule_document(s),
+        "run_at_start": s.run_at_start,
     }
 
 
@@ -129,6 +132,13 @@ def _dependencies(depends_on: Mapping[str, str], groups: dict[str, list[str]]) -
         else:
             written[base] = condition
     return written
+
+
+def _schedule_document(s: Service) -> dict[str, Any] | None:
+    """Always the mapping form, so a time zone has one place to be written."""
+    if s.schedule is None:
+        return None
+    return {"cron": s.schedule.expression, "timezone": s.schedule.timezone}
 
 
 def _probe_document(probe: Probe | None, *, health: bool) -> dict[str, Any] | None:

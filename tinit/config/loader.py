@@ -41,6 +41,7 @@ from tinit.config.model import (
     Limits,
     Namespaces,
     NotifyFdProbe,
+    Schedule,
     Service,
     Settings,
     TcpProbe,
@@ -320,11 +321,15 @@ class _Loader(ReplicaReader, SectionReader):
             capabilities=f.get("capabilities", self._capabilities, Capabilities()),
             no_new_privs=f.get("no_new_privs", r.boolean, False),
             namespaces=f.get("namespaces", self._namespaces, Namespaces()),
+            # -- scheduled jobs
+            schedule=f.nullable("schedule", self._job_schedule, None),
+            run_at_start=f.get("run_at_start", r.boolean, False),
         )
         service = self._replication(service, f, replica)
         nodes = {dep: (name_node, node) for dep, (_, name_node, node) in dependencies.items()}
         self._check_network(service, f)
         explicit = service.stop_timeout if "stop_timeout" in f.entries else None
+        self._check_schedule(service, f)
         return Draft(self._check_oneshot(service, f), entry.key_node, nodes, explicit)
 
     def _check_network(self, service: Service, f: Fields) -> None:
@@ -347,6 +352,45 @@ class _Loader(ReplicaReader, SectionReader):
             )
             fix = "use an exec or notify_fd probe, or drop network: none"
             self.reader.report(f.node(key), f"{f.path}.{key}", f"{why}; {fix}")
+
+    # -- scheduled jobs
+
+    def _job_schedule(self, node: yaml.Node, path: str) -> Schedule:
+        """``"0 3 * * *"``, or ``{cron: "0 3 * * *", timezone: Europe/Paris}``."""
+        from tinit.schedule import ScheduleError, parse, zone_named
+
+        r = self.reader
+        zone_node = None
+        if r.is_mapping(node):
+            f = r.fields(node, path, ("cron", "timezone"))
+            cron_node = f.node("cron")
+            if cron_node is None:
+                r.fail(node, f"{path}.cron", "is missing; write the cron expression here")
+            timezone = f.nullable("timezone", r.string, None)
+            zone_node, node, path = f.node("timezone"), cron_node, f"{path}.cron"
+            expression = r.string(node, path)
+        else:
+            expression, timezone = r.string(node, path), None
+        try:
+            zone = zone_named(timezone, r.environ)
+        except ScheduleError as exc:
+            r.fail(zone_node, path.removesuffix(".cron") + ".timezone", str(exc))
+        try:
+            parse(expression, zone)
+        except ScheduleError as exc:
+            r.fail(node, path, str(exc))
+        return Schedule(" ".join(expression.split()), timezone)
+
+    def _check_schedule(self, service: Service, f: Fields) -> None:
+        """A schedule runs a job to completion again and again: only a oneshot has one."""
+        r = self.reader
+        if service.schedule is not None and not service.oneshot:
+            why = "only a oneshot runs on a schedule (a long-running service is never done)"
+            r.report(f.key_node("schedule"), f"{f.path}.schedule", f"{why}; add oneshot: true")
+        if service.run_at_start and service.schedule is None:
+            why = "run_at_start only applies to a job with a schedule"
+            fix = "add a schedule, or remove it (a oneshot runs at start anyway)"
+            r.report(f.key_node("run_at_start"), f"{f.path}.run_at_start", f"{why}; {fix}")
 
     def _check_oneshot(self, service: Service, f: Fields) -> Service:
         if not service.oneshot:

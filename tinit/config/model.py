@@ -132,6 +132,19 @@ class Namespaces:
 
 
 @dataclass(frozen=True, slots=True)
+class Schedule:
+    """When a scheduled oneshot runs: the ``schedule:`` key.
+
+    ``expression`` is five cron fields, a macro (``@daily``) or ``@every
+    DURATION``, as written; ``timezone`` None means the container's (``TZ``,
+    else UTC). tinit/schedule.py computes the times.
+    """
+
+    expression: str
+    timezone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
     """One service, every default filled in.
 
@@ -183,6 +196,10 @@ class Service:
     replica_of: str | None = None
     #: the instance's number, 1-based (its ``TINIT_REPLICA``), or None
     replica: int | None = None
+    # -- scheduled jobs: a oneshot run again at set times
+    schedule: Schedule | None = None
+    #: a scheduled job also runs once when it starts, before its first set time
+    run_at_start: bool = False
 
 
 @dataclass(frozen=True, slots=True)
