@@ -481,7 +481,8 @@ _COLUMNS: Final = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-EXIT", "R
 
 def format_status(services: Sequence[dict[str, Any]]) -> str:
     """The ``tinit status`` table, one row per service, columns padded."""
-    rows = [[*_COLUMNS, "PIDS"]]
+    scheduled = any(s.get("next_run_in") is not None for s in services)
+    rows = [[*_COLUMNS, "PIDS", *(["NEXT-RUN"] if scheduled else [])]]
     for s in services:
         rows.append(
             [
@@ -494,6 +495,7 @@ def format_status(services: Sequence[dict[str, Any]]) -> str:
                 "yes" if s.get("ready") else "no",
                 "-" if s.get("memory") is None else format_bytes(int(s["memory"])),
                 _or_dash(s.get("pids")),
+                *([_next_run(s.get("next_run_in"))] if scheduled else []),
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -502,6 +504,13 @@ def format_status(services: Sequence[dict[str, Any]]) -> str:
         for row in rows
     ]
     return "\n".join(lines) + "\n"
+
+
+def _next_run(seconds: object) -> str:
+    """``in 4m12s`` for a scheduled job; ``-`` for any other service."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return "-"
+    return f"in {format_duration(float(seconds))}"
 
 
 def _or_dash(value: object) -> str:

@@ -83,6 +83,11 @@ class ServiceMetrics:
     oom_kills_total: int = 0
     #: memory held for ``tinit logs`` (bounded per service)
     log_bytes: int = 0
+    #: a scheduled job's next run (seconds since the epoch), None for other services
+    next_run: float | None = None
+    scheduled_runs_total: int = 0
+    #: scheduled times skipped because the previous run still went on
+    schedule_skips_total: int = 0
 
 
 @dataclass(frozen=True, slots=True)

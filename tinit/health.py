@@ -313,6 +313,26 @@ def render_metrics(metrics: Metrics) -> str:
         "Bytes of recent output tinit keeps in memory for tinit logs (bounded per service).",
         per_service(s.log_bytes for s in services),
     )
+    scheduled = [s for s in services if s.next_run is not None]
+    if scheduled:  # the families appear only where there are scheduled jobs
+        family(
+            "tinit_service_next_run_timestamp_seconds",
+            "gauge",
+            "When a scheduled job runs next, in seconds since the epoch.",
+            (({"service": s.name}, s.next_run or 0.0) for s in scheduled),
+        )
+        family(
+            "tinit_service_scheduled_runs_total",
+            "counter",
+            "Runs of a scheduled job started since tinit started.",
+            (({"service": s.name}, s.scheduled_runs_total) for s in scheduled),
+        )
+        family(
+            "tinit_service_schedule_skips_total",
+            "counter",
+            "Scheduled times of a job skipped because its previous run was still going on.",
+            (({"service": s.name}, s.schedule_skips_total) for s in scheduled),
+        )
     family(
         "tinit_orphans_reaped_total",
         "counter",

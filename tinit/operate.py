@@ -10,6 +10,8 @@ other way round).
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -96,8 +98,10 @@ class Operator:
     # -- reading ----------------------------------------------------------------
 
     def status(self, names: Sequence[str]) -> list[dict[str, Any]]:
-        now = trio.current_time()
-        return [_status(runner.snapshot(), runner.usage(), now) for runner in self._select(names)]
+        now, wall = trio.current_time(), time.time()
+        return [
+            _status(runner.snapshot(), runner.usage(), now, wall) for runner in self._select(names)
+        ]
 
     def health(self) -> tuple[bool, bool]:
         alive = not self._sup.critical_failed
@@ -114,6 +118,9 @@ class Operator:
                 exits_total=s.exits,
                 oom_kills_total=s.oom_kills,
                 log_bytes=s.log_bytes,
+                next_run=s.next_run,
+                scheduled_runs_total=s.scheduled_runs,
+                schedule_skips_total=s.schedule_skips,
             )
             for s in (r.snapshot() for r in self._sup.runners.values())
         ]
@@ -171,7 +178,7 @@ def counts_as_up(snap: Snapshot) -> bool:
     return snap.ready or snap.held or snap.state is State.DISABLED
 
 
-def _status(snap: Snapshot, usage: Mapping[str, int], now: float) -> dict[str, Any]:
+def _status(snap: Snapshot, usage: Mapping[str, int], now: float, wall: float) -> dict[str, Any]:
     last_exit: dict[str, Any] | None = None
     if snap.last_exit is not None:
         last_exit = snap.last_exit.log_fields()
@@ -192,4 +199,18 @@ def _status(snap: Snapshot, usage: Mapping[str, int], now: float) -> dict[str, A
         "oom_kills": snap.oom_kills,
         "completed": snap.completed,
         "log_bytes": snap.log_bytes,
+        **_schedule_status(snap, wall),
+    }
+
+
+def _schedule_status(snap: Snapshot, wall: float) -> dict[str, Any]:
+    """A scheduled job's next run (UTC, and seconds from now) and its counters; else nothing."""
+    if snap.next_run is None:
+        return {}
+    when = datetime.fromtimestamp(snap.next_run, UTC)
+    return {
+        "next_run": when.isoformat().replace("+00:00", "Z"),
+        "next_run_in": round(max(snap.next_run - wall, 0.0), 3),
+        "scheduled_runs": snap.scheduled_runs,
+        "schedule_skips": snap.schedule_skips,
     }

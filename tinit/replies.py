@@ -39,6 +39,10 @@ _STATUS_OPTIONAL: Final[dict[str, tuple[type, ...]]] = {
     "held": (bool,),
     "oom_kills": (int,),
     "log_bytes": (int,),
+    "next_run": (str,),
+    "next_run_in": (int, float),
+    "scheduled_runs": (int,),
+    "schedule_skips": (int,),
 }
 _RUN_FIELDS: Final[dict[str, tuple[type, ...]]] = {
     "ts": (int, float),

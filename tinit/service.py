@@ -23,7 +23,9 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -35,7 +37,7 @@ from .output import Output, Ring
 from .state import ExitStatus, Outcome, Snapshot, State, decide, is_success, signal_name
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from .cgroups import Cgroups, ServiceCgroup
     from .config import Service
@@ -46,6 +48,9 @@ if TYPE_CHECKING:
 
 #: How long a finished run's output may stand still before the rest is given up.
 _OUTPUT_GRACE: Final = 5.0
+#: The longest a scheduled job sleeps before it reads the wall clock again:
+#: trio's clock does not move with the wall clock, which can be stepped.
+_MAX_NAP: Final = 60.0
 
 #: What a oneshot that leaves processes behind is told: it was likely meant as a service.
 _ONESHOT_LEFTOVERS_HINT: Final = (
@@ -75,6 +80,8 @@ class Context:
     random: random.Random = field(default_factory=random.Random)
     #: the cgroup layout, or None when cgroups are off or unusable
     cgroups: Cgroups | None = None
+    #: seconds since the epoch: what scheduled jobs' times are in (tests move it)
+    wall_clock: Callable[[], float] = time.time
 
     def count_kill(self) -> None:
         """Note a SIGKILL tinit sent: during a shutdown it decides the exit code."""
@@ -132,6 +139,13 @@ class ServiceRunner:
         self._run_failed = False
         #: set (and replaced) each time a reload updates the service in place
         self._updated = trio.Event()
+        # -- scheduled jobs
+        #: when the next scheduled run is due (seconds since the epoch)
+        self.next_run: float | None = None
+        self.scheduled_runs = 0
+        self.schedule_skips = 0
+        self._run_now = False
+        self._idle = False
 
     def carry_counters(self, previous: ServiceRunner) -> None:
         """Keep the totals of the runner this one replaces (for status and metrics)."""
@@ -141,6 +155,8 @@ class ServiceRunner:
         self.last_oom = previous.last_oom
         self.ring = previous.ring
         self.last_status = previous.last_status
+        self.scheduled_runs = previous.scheduled_runs
+        self.schedule_skips = previous.schedule_skips
 
     # -- what others ask of a service ---------------------------------------
 
@@ -165,6 +181,9 @@ class ServiceRunner:
             self.oom_kills,
             dict(self.exits),
             self.ring.size,
+            self.next_run,
+            self.scheduled_runs,
+            self.schedule_skips,
         )
 
     def usage(self) -> Mapping[str, int]:
@@ -211,6 +230,15 @@ class ServiceRunner:
         self.want_up = False
         if self._wait_scope is not None:
             self._wait_scope.cancel()
+
+    def run_now(self) -> bool:
+        """Run a scheduled job now, if it is waiting for its next time; False if not."""
+        if self.service.schedule is None or not self._idle or self._stopping():
+            return False
+        self._run_now = True
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+        return True
 
     async def stop(self) -> None:
         """Stop the service (stop signal, then SIGKILL) and wait until it is gone."""
@@ -269,7 +297,10 @@ class ServiceRunner:
                     return self._mark_stopped()
                 self.outcome = Outcome.NEVER_STARTED
                 return
-            await self._loop()
+            if self.service.schedule is not None:
+                await self._serve_schedule()
+            else:
+                await self._loop()
         finally:
             self._release_cgroup()
             if self.outcome is None:
@@ -346,6 +377,70 @@ class ServiceRunner:
                 self._set_state(State.FAILED)
                 self.outcome = Outcome.FAILED
             return
+
+    async def _serve_schedule(self) -> None:
+        """A scheduled job: a run at each set time, never two at once, until stopped.
+
+        Each run is a whole ``_loop`` (a failed run is retried as ``restart``
+        says). A time that comes while a run goes on is skipped and counted,
+        and the next run is the first time after the run ended.
+        """
+        from . import schedule
+
+        svc = self.service
+        assert svc.schedule is not None
+        zone = schedule.zone_named(svc.schedule.timezone, os.environ)
+        timing = schedule.parse(svc.schedule.expression, zone)
+        anchor = self._wall()
+        due = schedule.next_after(timing, anchor, anchor)
+        self._run_now = svc.run_at_start
+        while True:
+            self.next_run = due.timestamp()
+            self._notify()
+            await self._wait_until(due)
+            if self._stopping():
+                return self._mark_stopped()
+            manual, self._run_now = self._run_now, False
+            began = self._wall()
+            self._begin_scheduled_run()
+            await self._loop()
+            if self.outcome is Outcome.STOPPED:
+                return
+            ended = self._wall()
+            skipped = schedule.count_between(timing, began, ended, anchor)
+            if skipped:
+                self.schedule_skips += skipped
+                self.log.warning("schedule_skipped", runs=skipped, reason="the last run went on")
+            # After a scheduled run, never the same time again, even if the
+            # wall clock was stepped back; a run asked for leaves the time it
+            # came before in place.
+            due = schedule.next_after(timing, ended if manual else max(ended, due), anchor)
+
+    def _begin_scheduled_run(self) -> None:
+        """Each scheduled run is judged on its own: failures and outcome start afresh."""
+        self.scheduled_runs += 1
+        self.failures = 0
+        self.outcome = None
+
+    async def _wait_until(self, due: datetime) -> None:
+        """Sleep until the wall clock reaches ``due``, a run is asked for, or a stop.
+
+        The wall clock is read again at each wake: it can be stepped while
+        trio's clock goes on, so no nap is longer than ``_MAX_NAP``.
+        """
+        self._idle = True
+        try:
+            with self._interruptible():
+                while not self._run_now:
+                    left = (due - self._wall()).total_seconds()
+                    if left <= 0:
+                        return
+                    await trio.sleep(min(left, _MAX_NAP))
+        finally:
+            self._idle = False
+
+    def _wall(self) -> datetime:
+        return datetime.fromtimestamp(self._ctx.wall_clock(), UTC)
 
     async def _run_once(self) -> tuple[ExitStatus, float] | None:
         """Start the service once and return how it ended and how long it ran.

@@ -119,6 +119,12 @@ class Snapshot(NamedTuple):
     exits: Mapping[str, int]
     #: bytes the service's output ring holds
     log_bytes: int
+    # -- scheduled jobs
+    #: when the next scheduled run is due (seconds since the epoch), None unscheduled
+    next_run: float | None = None
+    #: scheduled runs started, and times skipped because a run was still going on
+    scheduled_runs: int = 0
+    schedule_skips: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -289,6 +289,8 @@ class Supervisor:
         if name in self._reloading or runner in self._replacing:
             return  # a reload or restart owns this service's next run
         if not runner.finished.is_set():
+            if runner.run_now():  # a scheduled job between runs: its next run is now
+                self.log.info("service_start_requested", service=name, scheduled=True)
             return
         self.log.info("service_start_requested", service=name)
         self._launch(runner.service, previous=runner, enable=True)
