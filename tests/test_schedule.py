@@ -319,6 +319,16 @@ async def test_run_now_between_runs_keeps_the_next_time(
         assert h.spawner.times("start") == [3_000, 10_000]
 
 
+async def test_run_now_before_the_schedule_begins_runs_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """What ``tinit start`` does to a stopped job: a new runner, asked to run at once."""
+    async with scheduled(JOB + "schedule: '@every 10s'", Script(runs_for=1.0, code=0)) as (h, _):
+        assert h.runner.run_now()
+        await trio.sleep(15)
+        assert h.spawner.times("start") == [0, 10_000]
+
+
 async def test_run_at_start_runs_at_once(autojump_clock: trio.testing.MockClock) -> None:
     body = JOB + "schedule: '@every 10s'\nrun_at_start: true"
     async with scheduled(body, Script(runs_for=1.0, code=0)) as (h, _):
@@ -471,13 +481,16 @@ def test_a_slow_job_is_skipped_and_start_runs_it_now(tmp_path: Path) -> None:
         assert wait_for(lambda: lines(manual) == ["run"], timeout=5)
         assert time.monotonic() - before < 3
         assert status(tinit)["manual"]["next_run_in"] > 86_400  # @yearly stays where it was
+        assert cli(tinit, "stop", "manual").returncode == 0
+        assert cli(tinit, "start", "manual").returncode == 0  # a stopped job runs now too
+        assert wait_for(lambda: lines(manual) == ["run", "run"], timeout=5)
         metrics = subprocess.run(
             [sys.executable, "-c", "import urllib.request, sys; sys.stdout.write("
              "urllib.request.urlopen('http://127.0.0.1:18793/metrics').read().decode())"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout  # fmt: skip
         assert 'tinit_service_schedule_skips_total{service="slow"}' in metrics
-        assert 'tinit_service_scheduled_runs_total{service="manual"} 1' in metrics
+        assert 'tinit_service_scheduled_runs_total{service="manual"} 2' in metrics
         assert 'tinit_service_next_run_timestamp_seconds{service="manual"}' in metrics
     finally:
         tinit.signal(15)

@@ -146,6 +146,7 @@ class ServiceRunner:
         self.schedule_skips = 0
         self._run_now = False
         self._idle = False
+        self._scheduling = False
 
     def carry_counters(self, previous: ServiceRunner) -> None:
         """Keep the totals of the runner this one replaces (for status and metrics)."""
@@ -232,11 +233,17 @@ class ServiceRunner:
             self._wait_scope.cancel()
 
     def run_now(self) -> bool:
-        """Run a scheduled job now, if it is waiting for its next time; False if not."""
-        if self.service.schedule is None or not self._idle or self._stopping():
+        """Run a scheduled job now, if it is not running; False if it is (or is stopping).
+
+        Before its schedule begins (its dependencies are not met yet), the
+        run comes as soon as they are.
+        """
+        if self.service.schedule is None or self._stopping():
+            return False
+        if self._scheduling and not self._idle:
             return False
         self._run_now = True
-        if self._wait_scope is not None:
+        if self._idle and self._wait_scope is not None:
             self._wait_scope.cancel()
         return True
 
@@ -393,7 +400,8 @@ class ServiceRunner:
         timing = schedule.parse(svc.schedule.expression, zone)
         anchor = self._wall()
         due = schedule.next_after(timing, anchor, anchor)
-        self._run_now = svc.run_at_start
+        self._run_now = self._run_now or svc.run_at_start
+        self._scheduling = True
         while True:
             self.next_run = due.timestamp()
             self._notify()

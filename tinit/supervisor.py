@@ -293,7 +293,8 @@ class Supervisor:
                 self.log.info("service_start_requested", service=name, scheduled=True)
             return
         self.log.info("service_start_requested", service=name)
-        self._launch(runner.service, previous=runner, enable=True)
+        # a scheduled job: run it now
+        self._launch(runner.service, previous=runner, enable=True).run_now()
 
     async def stop_service(self, name: str) -> None:
         """Stop a service and wait until it is gone; it stays stopped."""
