@@ -1028,3 +1028,17 @@ def test_replicas_are_containers_of_their_own_and_disabled_services_left_out(
     assert workload["spec"]["replicas"] == 1
     assert "tinit: disabled: true: admin is left out" in text
     assert "instance 2 of worker: a container of its own" in text
+
+
+def test_a_schedule_is_one_note_not_a_cronjob(tmp_path: Path) -> None:
+    text = (
+        "version: 1\nservices:\n"
+        "  web: {command: [sleep, '600']}\n"
+        "  backup: {command: [sleep, '1'], oneshot: true,"
+        " schedule: {cron: '0 3 * * *', timezone: Europe/Paris}}\n"
+    )
+    out, notes = export_kubernetes(load(tmp_path, text), name="app", target=Target("img"))
+    [note] = [n for n in notes if n.startswith("services.backup.schedule:")]
+    assert "'0 3 * * *' in Europe/Paris" in note
+    assert "CronJob is out of scope" in note
+    assert [obj["kind"] for obj in yaml.safe_load_all(out) if obj] == ["Deployment"]

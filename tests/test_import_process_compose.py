@@ -438,7 +438,6 @@ def test_names_tinit_cant_use_are_renamed_and_dependencies_follow(tmp_path: Path
     [
         ("is_daemon", "true", "foreground"),
         ("replicas", "3", "TINIT_REPLICA counts from 1 where PC_REPLICA_NUM counts from 0"),
-        ("schedule", "{cron: '*/5 * * * *'}", "schedule"),
         ("namespace", "web", "namespaces"),
         ("vars", "{PORT: 80}", "not evaluated"),
         ("extends", "base", "not followed"),
@@ -480,6 +479,42 @@ def test_replicas_tinit_cant_run_are_refused(value: str, words: str, tmp_path: P
     with pytest.raises(ConversionError) as caught:
         convert_text(tmp_path, text)
     assert any(words in str(p) for p in caught.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("raw", "schedule", "run_at_start"),
+    [
+        ("{cron: '0 2 * * *', timezone: Europe/Paris}", ("0 2 * * *", "Europe/Paris"), False),
+        ("{cron: '*/5 * * * *', interval: 1h}", ("*/5 * * * *", None), False),
+        ("{interval: 1h30m, run_on_start: true}", ("@every 90m", None), True),
+        ("{interval: 2.5s}", ("@every 2500ms", None), False),
+    ],
+)
+def test_a_schedule_becomes_a_scheduled_oneshot(
+    raw: str, schedule: tuple[str, str | None], run_at_start: bool, tmp_path: Path
+) -> None:
+    text = f"processes:\n  job:\n    command: /bin/job\n    schedule: {raw}\n"
+    document, _ = convert_text(tmp_path, text)
+    job = check(document, tmp_path).services["job"]
+    assert job.oneshot
+    assert job.schedule is not None
+    assert (job.schedule.expression, job.schedule.timezone) == schedule
+    assert job.run_at_start is run_at_start
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ("{interval: 500ms}", "shorter than tinit's least"),
+        ("{interval: soon}", "not a duration"),
+        ("{timezone: UTC}", "neither cron nor interval"),
+    ],
+)
+def test_a_schedule_tinit_cant_run_is_a_problem(raw: str, words: str, tmp_path: Path) -> None:
+    text = f"processes:\n  job:\n    command: /bin/job\n    schedule: {raw}\n"
+    with pytest.raises(ConversionError) as caught:
+        convert_text(tmp_path, text)
+    assert words in str(caught.value)
 
 
 def test_a_command_that_daemonizes_is_noted(tmp_path: Path) -> None:

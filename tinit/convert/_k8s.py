@@ -787,6 +787,14 @@ def _timing(probe: Probe, key: str, notes: _Notes) -> dict[str, int]:
 
 def _process_notes(service: Service, notes: _Notes) -> None:
     """Notes on how the process is set up and where its output goes."""
+    if service.schedule is not None:
+        zone = service.schedule.timezone
+        notes.add(
+            "schedule",
+            f"{service.schedule.expression!r}{f' in {zone}' if zone else ''}: exported as a"
+            " container that runs once at the pod's start; a CronJob is out of scope of this"
+            " export: make one from this container with that schedule",
+        )
     if service.umask is not None:
         notes.add(
             "umask",

@@ -12,13 +12,18 @@ dependencies. The decisions where the two tools differ:
 - probes: process-compose's readiness probe decides when the process is
   healthy, which is tinit's ``ready``; its liveness probe is ``health``.
   Their timings map where tinit has the field, and are noted where not.
+- ``schedule``: ``cron`` (with ``timezone``) or ``interval`` (a Go duration,
+  as ``@every``) on a process that becomes a oneshot; ``run_on_start`` is
+  ``run_at_start``. tinit never overlaps runs (``max_concurrent`` 1).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING, Any, Final
 
+from tinit.config._units import format_duration
 from tinit.config.model import MAX_REPLICAS
 from tinit.convert import _pc_values as values
 from tinit.convert._daemons import shell_daemon_note
@@ -53,8 +58,6 @@ _NO_EQUIVALENT: Final = {
     " timestamps; rotate a file with logrotate's copytruncate",
     "vars": "Go template variables are not evaluated: the {{.VAR}} in the values stay as written",
     "extends": "not followed; merge what it names into this process",
-    "schedule": "tinit does not run services on a schedule yet; run cron in the container, or"
-    " a service that loops with sleep",
     "is_disabled": "tinit starts every service: remove it if it must not run, or `tinit stop` it",
     "watch": "tinit doesn't restart a service when files change; `tinit restart NAME` does",
     "mcp": "tinit runs no MCP server",
@@ -68,7 +71,8 @@ _KNOWN: Final = frozenset(
     {
         "command", "entrypoint", "working_dir", "environment", "depends_on", "availability",
         "readiness_probe", "liveness_probe", "shutdown", "log_location", "disabled", "is_daemon",
-        "replicas", "success_exit_codes", "env_file", *_NO_EQUIVALENT, *_NOTHING_TO_DO,
+        "replicas", "success_exit_codes", "env_file", "schedule", *_NO_EQUIVALENT,
+        *_NOTHING_TO_DO,
     }
 )  # fmt: skip
 
@@ -86,6 +90,24 @@ def environment(raw: Any, value: Callable[[Any], str]) -> dict[str, str]:
         name, _, text = item.partition("=")
         env[name.strip()] = value(text)
     return env
+
+
+_GO_DURATION: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_GO_UNITS: Final = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0
+}  # fmt: skip
+
+
+def _go_duration(raw: Any) -> float:
+    """Seconds from a Go duration (``30m``, ``1h30m``, ``1.5s``), as process-compose reads it."""
+    text = values.scalar(raw, "a duration like 30m or 1h30m")
+    parts = _GO_DURATION.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise Bad(f"interval: {values.show(raw)} is not a duration like 30m or 1h30m")
+    seconds = sum(float(number) * _GO_UNITS[unit] for number, unit in parts)
+    if seconds < 1:
+        raise Bad(f"interval: {text} is shorter than tinit's least, 1s")
+    return seconds
 
 
 def _exit_code(raw: Any) -> bool:
@@ -127,6 +149,7 @@ class Process:
             ("liveness_probe", lambda: self._probe("liveness_probe", "health")),
             ("shutdown", self._shutdown),
             ("log_location", self._output),
+            ("schedule", self._schedule),
         )
         for key, step in steps:
             try:
@@ -270,6 +293,45 @@ class Process:
             path = os.path.normpath(os.path.join(self.c.here, path))
             self.note("log_location", "is relative: made absolute from the file's directory")
         self.service["output"] = f"file:{path}"
+
+    def _schedule(self) -> None:
+        """``schedule: {cron | interval, timezone, run_on_start}``: a oneshot on a schedule."""
+        raw = self.raw.get("schedule")
+        if raw is None:
+            return
+        if not isinstance(raw, dict):
+            raise Bad("must be a mapping of cron or interval, timezone, run_on_start")
+        if raw.get("cron"):  # process-compose lets cron win over interval
+            expression = values.scalar(raw["cron"], "a cron expression")
+        elif raw.get("interval"):
+            expression = f"@every {format_duration(_go_duration(raw['interval']))}"
+        else:
+            raise Bad("has neither cron nor interval")
+        timezone = raw.get("timezone")
+        if timezone and not raw.get("cron"):
+            self.note("schedule.timezone", "left out: an interval does not depend on a time zone")
+            timezone = None
+        self.service["schedule"] = (
+            {"cron": expression, "timezone": values.scalar(timezone, "a time zone")}
+            if timezone
+            else expression
+        )
+        if raw.get("run_on_start"):
+            self.service["run_at_start"] = True
+        if raw.get("max_concurrent", 1) not in (None, 1):
+            why = "tinit never overlaps runs: a time due while a run goes on is skipped"
+            self.note("schedule.max_concurrent", why)
+        for key in raw:
+            if key not in ("cron", "interval", "timezone", "run_on_start", "max_concurrent"):
+                self.note(f"schedule.{key}", "unknown key; not converted")
+        self.service["oneshot"] = True  # each run goes to its end, then waits for the next
+        if self.service.get("restart") == "always":
+            self.service["restart"] = "on-failure"
+            why = "restart: always became on-failure: a scheduled run ends, the next comes on time"
+            self.note("availability.restart", why)
+        if self.service.pop("health", None) is not None:
+            why = "a scheduled job runs to completion: its health probe is left out"
+            self.note("liveness_probe", why)
 
     def _switches(self) -> None:
         if self.raw.get("disabled"):
