@@ -291,6 +291,17 @@ async def test_every_runs_on_its_grid(autojump_clock: trio.testing.MockClock) ->
         assert snap.next_run == WALL_ZERO + 40
         assert snap.last_exit is not None and snap.last_exit.code == 0
         assert snap.completed
+        assert snap.ready
+
+
+async def test_a_job_waiting_for_its_first_time_is_ready(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A daily job must not hold a container's readiness back for a day."""
+    async with scheduled(JOB + "schedule: '@daily'") as (h, _):
+        await trio.sleep(5)
+        assert h.runner.snapshot().ready
+        assert h.spawner.times("start") == []
 
 
 async def test_a_time_due_during_a_run_is_skipped_and_counted(
@@ -476,6 +487,7 @@ def test_a_slow_job_is_skipped_and_start_runs_it_now(tmp_path: Path) -> None:
     try:
         assert wait_for(lambda: skips(tinit, "slow") >= 1, timeout=8)
         assert lines(manual) == []
+        assert cli(tinit, "status", "manual").returncode == 0  # waiting for its time is fine
         before = time.monotonic()
         assert cli(tinit, "start", "manual").returncode == 0
         assert wait_for(lambda: lines(manual) == ["run"], timeout=5)

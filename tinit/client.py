@@ -390,8 +390,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _healthy(service: dict[str, Any]) -> bool:
-    """Running and ready, a oneshot that completed, stopped by an operator (``held``), or
-    disabled and not started.
+    """Running and ready, a oneshot that completed, a job waiting for its next run, stopped
+    by an operator (``held``), or disabled and not started.
 
     A service stopped with ``tinit stop`` is down on purpose, and a disabled
     one is where its config wants it: counting either would turn a
@@ -399,6 +399,8 @@ def _healthy(service: dict[str, Any]) -> bool:
     """
     if service.get("completed") or service.get("held") or service.get("state") == "disabled":
         return True
+    if "next_run" in service:  # a scheduled job: ready while its schedule is served
+        return service.get("ready") is True
     return service.get("state") == "running" and service.get("ready") is True
 
 

@@ -175,7 +175,8 @@ class ServiceRunner:
             self.restarts,
             self.last_status,
             self.last_oom,
-            completed or (self.state is State.RUNNING and main is not None),  # ready
+            # ready; a scheduled job is as long as its schedule is served
+            completed or self._scheduling or (self.state is State.RUNNING and main is not None),
             self.held,
             completed,
             self.outcome,
