@@ -172,6 +172,21 @@ def test_the_containers_zone_is_tz_else_utc() -> None:
         schedule.zone_named("Nowhere/Special", {})
 
 
+def test_zones_work_without_the_systems_zone_files() -> None:
+    """A slim image has no /usr/share/zoneinfo: the tzdata package stands in."""
+    code = (
+        "import zoneinfo; from tinit import schedule;"
+        " assert zoneinfo.TZPATH == ();"
+        " print(schedule.zone_named('America/New_York', {}))"
+    )
+    env = {"PYTHONTZPATH": "", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "America/New_York"
+
+
 # -- the config key ---------------------------------------------------------------
 
 
