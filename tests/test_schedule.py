@@ -418,6 +418,31 @@ async def test_a_stop_while_waiting_ends_it_at_once(
         assert not h.runner.run_now()
 
 
+async def test_a_reload_changes_the_schedule_in_place(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with scheduled(JOB + "schedule: '@every 10s'", Script(runs_for=1.0, code=0)) as (h, _):
+        await trio.sleep(5)
+        assert h.runner.update(service(JOB + "schedule: '@every 3s'"))
+        await trio.sleep(7.5)
+        # counted from the reload: 8s, 11s
+        assert h.spawner.times("start") == [8_000, 11_000]
+        assert h.runner.snapshot().next_run == WALL_ZERO + 14
+        # a job that loses its schedule needs a runner of the other kind
+        assert not h.runner.update(service(JOB))
+
+
+async def test_a_reload_during_a_run_takes_effect_after_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with scheduled(JOB + "schedule: '@every 10s'", Script(runs_for=4.0, code=0)) as (h, _):
+        await trio.sleep(11)
+        assert h.runner.update(service(JOB + "schedule: '@every 20s'"))
+        await trio.sleep(30)
+        # the run from 10s ends at 14s; from there every 20s: 34s
+        assert h.spawner.times("start") == [10_000, 34_000]
+
+
 # -- tinit as PID 1 ---------------------------------------------------------------
 
 

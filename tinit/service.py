@@ -39,6 +39,7 @@ from .state import ExitStatus, Outcome, Snapshot, State, decide, is_success, sig
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from . import schedule
     from .cgroups import Cgroups, ServiceCgroup
     from .config import Service
     from .logs import Log
@@ -147,6 +148,8 @@ class ServiceRunner:
         self._run_now = False
         self._idle = False
         self._scheduling = False
+        #: a reload changed the schedule: the next time is computed anew
+        self._reschedule = False
 
     def carry_counters(self, previous: ServiceRunner) -> None:
         """Keep the totals of the runner this one replaces (for status and metrics)."""
@@ -275,7 +278,13 @@ class ServiceRunner:
         waiting = self.state is State.PENDING and not self.finished.is_set()
         if waiting and old.depends_on != service.depends_on:
             return False
+        if (old.schedule is None) != (service.schedule is None):
+            return False  # a job that gains or loses its schedule runs another loop
         self.service = service
+        if old.schedule != service.schedule and self._scheduling:
+            self._reschedule = True
+            if self._idle and self._wait_scope is not None:
+                self._wait_scope.cancel()
         if self.cgroup is not None and (old.limits, old.oom_group) != (
             service.limits,
             service.oom_group,
@@ -391,24 +400,27 @@ class ServiceRunner:
 
         Each run is a whole ``_loop`` (a failed run is retried as ``restart``
         says). A time that comes while a run goes on is skipped and counted,
-        and the next run is the first time after the run ended.
+        and the next run is the first time after the run ended. A reload
+        that changes the schedule takes effect between runs.
         """
         from . import schedule
 
-        svc = self.service
-        assert svc.schedule is not None
-        zone = schedule.zone_named(svc.schedule.timezone, os.environ)
-        timing = schedule.parse(svc.schedule.expression, zone)
-        anchor = self._wall()
-        due = schedule.next_after(timing, anchor, anchor)
-        self._run_now = self._run_now or svc.run_at_start
         self._scheduling = True
+        self._run_now = self._run_now or self.service.run_at_start
+        timing, anchor = self._timing(), self._wall()
+        due = schedule.next_after(timing, anchor, anchor)
         while True:
+            if self._reschedule:
+                self._reschedule = False
+                timing, anchor = self._timing(), self._wall()
+                due = schedule.next_after(timing, anchor, anchor)
             self.next_run = due.timestamp()
             self._notify()
             await self._wait_until(due)
             if self._stopping():
                 return self._mark_stopped()
+            if self._reschedule and not self._run_now:
+                continue
             manual, self._run_now = self._run_now, False
             began = self._wall()
             self._begin_scheduled_run()
@@ -425,6 +437,14 @@ class ServiceRunner:
             # came before in place.
             due = schedule.next_after(timing, ended if manual else max(ended, due), anchor)
 
+    def _timing(self) -> schedule.Timing:
+        """The service's schedule as times: read anew after a reload changed it."""
+        from . import schedule
+
+        config = self.service.schedule
+        assert config is not None
+        return schedule.parse(config.expression, schedule.zone_named(config.timezone, os.environ))
+
     def _begin_scheduled_run(self) -> None:
         """Each scheduled run is judged on its own: failures and outcome start afresh."""
         self.scheduled_runs += 1
@@ -440,7 +460,7 @@ class ServiceRunner:
         self._idle = True
         try:
             with self._interruptible():
-                while not self._run_now:
+                while not (self._run_now or self._reschedule):
                     left = (due - self._wall()).total_seconds()
                     if left <= 0:
                         return

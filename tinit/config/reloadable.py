@@ -83,6 +83,10 @@ ON_RELOAD: Final[Mapping[str, OnReload]] = MappingProxyType(
         # which group an instance belongs to, and its number: part of its name
         "replica_of": _RESTART,
         "replica": _RESTART,
+        # scheduled jobs: the next time is computed anew between runs (a job
+        # that gains or loses its schedule gets a new runner: ServiceRunner.update)
+        "schedule": _IN,
+        "run_at_start": _IN,
     }
 )
 
