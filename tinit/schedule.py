@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias, assert_never
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -141,6 +141,8 @@ def next_after(timing: Timing, after: datetime, anchor: datetime) -> datetime:
             return anchor + timedelta(seconds=steps * seconds)
         case Cron():
             return _cronsim(timing, after)
+        case _:
+            assert_never(timing)
 
 
 def count_between(timing: Timing, start: datetime, end: datetime, anchor: datetime) -> int:
@@ -164,6 +166,8 @@ def count_between(timing: Timing, start: datetime, end: datetime, anchor: dateti
                     break
                 count += 1
             return count
+        case _:
+            assert_never(timing)
 
 
 def _cronsim(cron: Cron, after: datetime) -> datetime:
