@@ -110,8 +110,10 @@ class ControlTarget(Protocol):
         (``{"exit_code", "signal"}`` or None; ``"oom": true`` marks an OOM
         kill), ``ready`` (bool), ``memory`` (bytes or None), ``pids`` (int or
         None), ``oom_kills``; optionally ``completed`` (a oneshot that finished
-        with success: counts as healthy for ``tinit status``). Raises
-        KeyError(name) for an unknown service.
+        with success: counts as healthy for ``tinit status``); for a scheduled
+        job ``next_run`` (ISO 8601, UTC), ``next_run_in`` (seconds),
+        ``scheduled_runs`` and ``schedule_skips``. Raises KeyError(name) for
+        an unknown service.
         """
         ...
 
