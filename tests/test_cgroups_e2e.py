@@ -251,6 +251,26 @@ def test_layout_as_in_a_container(container: Callable[..., ContainerTinit]) -> N
     assert cgroup_dirs(root) == {"tinit"}
 
 
+def test_exec_probe_runs_in_the_service_cgroup(
+    container: Callable[..., ContainerTinit], tmp_path: Path
+) -> None:
+    """An exec probe counts against its service's limits: it joins the service's cgroup."""
+    out = tmp_path / "probe"
+    tinit = container(
+        f"""
+        version: 1
+        services:
+          app:
+            command: "sleep 60"
+            ready: {{exec: "sh -c 'cat /proc/self/cgroup > {out}'", interval: 50ms}}
+        """
+    )
+    tinit.wait_event("service_ready", "app")
+    assert out.read_text().splitlines() == ["0::/services/app"]
+    tinit.signal(signal.SIGTERM)
+    assert tinit.finish().code == 0
+
+
 FORKER = """\
 import os, sys, time
 children = []

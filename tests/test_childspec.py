@@ -85,3 +85,23 @@ def test_a_user_brings_its_ids_groups_and_login_variables() -> None:
 def test_a_user_number_without_an_account_stands_for_itself() -> None:
     entry = childspec.user_entry("4999999")
     assert (entry.pw_uid, entry.pw_gid, entry.pw_dir) == (4999999, 4999999, "/")
+
+
+def test_an_exec_probe_is_the_services_spec_with_its_argv_entering_its_namespaces() -> None:
+    svc = service("""
+        command: [app]
+        user: nobody
+        workdir: /srv
+        env: {A: "1"}
+        namespaces: {private_tmp: true, network: none}
+    """)
+    fds = childspec.RunFds(stdin=10, stdout=10, stderr=10, cgroup_procs=14)
+    main = childspec.build(svc, fds, pid1=True)
+    probe = childspec.build(svc, fds, pid1=True, argv=("check", "-q"), enter={0x40000000: 20})
+    assert probe.argv == ("check", "-q")
+    assert main.namespaces is not None and main.enter_namespaces == {}
+    # joined, not set up anew: a fresh private /tmp would be empty
+    assert probe.namespaces is None
+    assert probe.enter_namespaces == {0x40000000: 20}
+    assert (probe.privileges, probe.env, probe.cwd) == (main.privileges, main.env, main.cwd)
+    assert probe.cgroup_procs == 14

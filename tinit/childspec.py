@@ -26,7 +26,7 @@ from .safeopen import Access, Owner, open_for_service
 from .spawn import ChildSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from .config import Service
     from .privileges import Privileges
@@ -94,16 +94,24 @@ def build(
     *,
     pid1: bool,
     inherited: Mapping[str, str] | None = None,
+    argv: Sequence[str] | None = None,
+    enter: Mapping[int, int] | None = None,
 ) -> ChildSpec:
     """The spec of one run of ``service``; raises SpawnError for an unknown user or group.
 
     ``pid1`` says whether tinit is PID 1: otherwise the child is to die with
     tinit (parent-death signal), as nothing would be left to stop it.
+
+    An exec probe is the same spec with its own ``argv``, started inside the
+    running service: ``enter`` holds the namespaces of the service's main
+    process (namespaces.open_of), joined instead of set up anew, since a
+    fresh private /tmp or loopback would not be the one the service uses.
     """
     env = environment(service, inherited)
+    own_namespaces = None if service.namespaces == _HOST_NAMESPACES else service.namespaces
     privileges = _privileges(service, env)  # may set HOME, USER and LOGNAME in env
     return ChildSpec(
-        argv=service.command,
+        argv=service.command if argv is None else argv,
         env=env,
         stdin=fds.stdin,
         stdout=fds.stdout,
@@ -114,7 +122,8 @@ def build(
         umask=service.umask,
         privileges=privileges,
         cgroup_procs=fds.cgroup_procs,
-        namespaces=None if service.namespaces == _HOST_NAMESPACES else service.namespaces,
+        namespaces=None if enter is not None else own_namespaces,
+        enter_namespaces=dict(enter or {}),
         pdeathsig=None if pid1 else signal.SIGKILL,
     )
 

@@ -61,6 +61,8 @@ from typing import TYPE_CHECKING, Final
 from .errors import stage
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .config import Namespaces
 
 CLONE_NEWNS: Final = 0x00020000
@@ -98,6 +100,8 @@ _KEPT_FLAGS: Final = (
 _API_TREES: Final = ("/dev", "/proc", "/sys")
 _TMP_DIRS: Final = ("/tmp", "/var/tmp")
 _EMPTY_DIR_FLAGS: Final = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+
+_KIND_NAMES: Final = {CLONE_NEWNET: "network", CLONE_NEWNS: "mount", CLONE_NEWPID: "PID"}
 
 SIOCGIFFLAGS: Final = 0x8913
 SIOCSIFFLAGS: Final = 0x8914
@@ -227,6 +231,62 @@ def apply_in_child(ns: Namespaces) -> None:  # pragma: no cover - runs in forked
             unshare(CLONE_NEWNET)
         with stage("bring up lo"):
             set_loopback_up()
+
+
+def kinds_of(ns: Namespaces) -> tuple[tuple[str, int], ...]:
+    """The namespaces a service with ``ns`` has of its own: (``/proc/PID/ns`` name, flag).
+
+    Network before mount: once in the service's mount namespace, the
+    ``/proc`` there may be another PID namespace's.
+    """
+    kinds: list[tuple[str, int]] = []
+    if ns.network == "none":
+        kinds.append(("net", CLONE_NEWNET))
+    if ns.pid == "private":
+        kinds.append(("pid", CLONE_NEWPID))
+    if ns.private_tmp or ns.read_only_paths or ns.hidden_paths or ns.pid == "private":
+        kinds.append(("mnt", CLONE_NEWNS))
+    return tuple(kinds)
+
+
+def open_of(pid: int, ns: Namespaces) -> dict[int, int]:
+    """Open the namespaces of process ``pid`` that a service with ``ns`` has of its own.
+
+    Returns flag -> fd (close-on-exec), for ``ChildSpec.enter_namespaces``;
+    the caller closes them. The caller must know ``pid`` is still its
+    unreaped child, so the number cannot name another process. Raises
+    OSError (nothing left open) when one cannot be opened: the process is
+    exiting, and a probe must not run outside its namespaces.
+    """
+    opened: dict[int, int] = {}
+    try:
+        for name, flag in kinds_of(ns):
+            opened[flag] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        for fd in opened.values():
+            os.close(fd)
+        raise
+    return opened
+
+
+def enter_in_child(entries: Mapping[int, int]) -> None:  # pragma: no cover - forked children
+    """Join the namespaces open at ``entries`` (flag -> fd), but the PID one (the fork's).
+
+    Joining a mount namespace moves the process to that namespace's root; it
+    is then taken back to the directory it was in, by path, as a service
+    without a ``workdir`` starts in tinit's.
+    """
+    cwd = os.getcwd()
+    for flag, fd in entries.items():
+        if flag == CLONE_NEWPID:
+            continue
+        with stage(f"join the service's {_KIND_NAMES.get(flag, 'other')} namespace"):
+            setns(fd, flag)
+    if CLONE_NEWNS in entries:
+        try:
+            os.chdir(cwd)
+        except OSError:
+            os.chdir("/")
 
 
 def _make_read_only(path: str) -> None:

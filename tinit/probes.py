@@ -9,27 +9,36 @@ so names are resolved without trio's threaded ``getaddrinfo``: numeric
 addresses directly, ``localhost`` and other names through the blocking
 resolver once, which for the names a container probes (``localhost``, names
 in /etc/hosts) answers from a file. ``exec`` probes are started through
-spawn.py and reaped by the one reaper, like every other child.
+spawn.py and reaped by the one reaper, like every other child, and run
+inside the service they check (:class:`Inside`): Kubernetes runs them in the
+container, and a check that runs with more rights, other limits or another
+/tmp than the service can pass while the service is broken.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
-from typing import TYPE_CHECKING, assert_never
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, assert_never
 from urllib.parse import urlsplit
 
 import trio
 
-from . import procs, spawn
-from .config import ExecProbe, HttpProbe, NotifyFdProbe, TcpProbe
+from . import childspec, procs, spawn
+from .config import ExecProbe, HttpProbe, Namespaces, NotifyFdProbe, TcpProbe
+from .errors import SpawnError, TinitError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from .cgroups import ServiceCgroup
+    from .config import Probe, Service
+    from .reaper import Child, Reaper
+    from .tree import Process
 
-    from .config import Probe
-    from .reaper import Reaper
+#: a service with these shares tinit's namespaces: its probes have none to join
+_HOST_NAMESPACES: Final = Namespaces()
 
 _MAX_STATUS_LINE = 1024
 
@@ -108,29 +117,81 @@ async def check_http(url: str, timeout: float) -> bool:
     return False
 
 
-async def check_exec(
-    argv: tuple[str, ...], env: Mapping[str, str], timeout: float, reaper: Reaper
-) -> bool:
-    """True when ``argv`` exits 0 within ``timeout``; killed (and reaped) otherwise."""
-    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+@dataclass(frozen=True, slots=True)
+class Inside:
+    """The run of a service that its exec probes run inside."""
+
+    service: Service
+    #: the run's main process: its namespaces are the ones the probe joins
+    main: Process
+    #: the run's cgroup, which the probe joins as the main process did
+    cgroup: ServiceCgroup | None
+    pid1: bool
+
+
+def _start_inside(argv: tuple[str, ...], inside: Inside, reaper: Reaper) -> tuple[Child, int]:
+    """Fork the probe as the service's own process; return it with its error pipe.
+
+    Synchronous from the check of the main process to the fork: the reaper
+    cannot run in between, so ``/proc/PID`` is still the main process's and
+    its namespaces are not another process's.
+    """
+    if inside.main.status is not None:
+        raise ProcessLookupError(errno.ESRCH, "the service's main process has exited")
+    opened: list[int] = []
     try:
-        child = await spawn.spawn(
-            spawn.ChildSpec(argv=argv, env=env, stdin=devnull, stdout=devnull, stderr=devnull),
-            reaper,
-        )
-    except OSError:
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        opened.append(devnull)
+        procs_fd = None
+        if inside.cgroup is not None:
+            procs_fd = inside.cgroup.open_procs()
+            opened.append(procs_fd)
+        enter: dict[int, int] = {}
+        if inside.service.namespaces != _HOST_NAMESPACES:
+            from . import namespaces
+
+            enter = namespaces.open_of(inside.main.pid, inside.service.namespaces)
+            opened.extend(enter.values())
+        fds = childspec.RunFds(devnull, devnull, devnull, cgroup_procs=procs_fd)
+        spec = childspec.build(inside.service, fds, pid1=inside.pid1, argv=argv, enter=enter)
+        return spawn.start(spec, reaper)
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+async def check_exec(argv: tuple[str, ...], inside: Inside, timeout: float, reaper: Reaper) -> bool:
+    """True when ``argv`` exits 0 within ``timeout``; killed (and reaped) otherwise.
+
+    It runs as the service would: its user, groups and capabilities, its
+    environment and working directory, its cgroup and its namespaces
+    (childspec.build). Its output goes to /dev/null.
+    """
+    try:
+        child, err_r = _start_inside(argv, inside, reaper)
+    except (OSError, TinitError):
         return False
-    except Exception:
+    try:
+        with trio.move_on_after(timeout):
+            await spawn.wait_exec(child, err_r, argv[0])
+            return (await child.wait()).code == 0
+        return False
+    except SpawnError:
         return False
     finally:
-        os.close(devnull)
-    with trio.move_on_after(timeout):
-        status = await child.wait()
-        return status.code == 0
-    with trio.CancelScope(shield=True):
-        procs.signal_group(child.pgid, signal.SIGKILL)
-        await child.wait()
-    return False
+        if child.status is None:
+            with trio.CancelScope(shield=True):
+                # The pid too: the probe may not have made its own group yet.
+                _kill(child.pid)
+                procs.signal_group(child.pgid, signal.SIGKILL)
+                await child.wait()
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass  # exited meanwhile; the reaper has it
 
 
 class NotifyPipe:
@@ -166,15 +227,15 @@ class NotifyPipe:
             os.close(self.read_fd)
 
 
-async def check(probe: Probe, env: Mapping[str, str], reaper: Reaper) -> bool:
-    """One attempt of a tcp, http or exec probe."""
+async def check(probe: Probe, inside: Inside, reaper: Reaper) -> bool:
+    """One attempt of a tcp, http or exec probe of the run ``inside``."""
     match probe:
         case TcpProbe(address=(host, port)):
             return await check_tcp(host, port, probe.timeout)
         case HttpProbe(url=url):
             return await check_http(url, probe.timeout)
         case ExecProbe(argv=argv):
-            return await check_exec(argv, env, probe.timeout, reaper)
+            return await check_exec(argv, inside, probe.timeout, reaper)
         case NotifyFdProbe():
             raise ValueError("a notify_fd probe is not polled")
         case _:

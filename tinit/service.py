@@ -671,7 +671,7 @@ class ServiceRunner:
             ok = False
             limit = math.inf if ready.start_timeout is None else ready.start_timeout
             with trio.move_on_after(limit):
-                ok = await self._wait_ready(ready, notify)
+                ok = await self._wait_ready(ready, notify, launch)
             if not ok:
                 self.log.error("service_not_ready", timeout=ready.start_timeout)
                 self._run_failed = True
@@ -700,8 +700,7 @@ class ServiceRunner:
                 continue  # replaced during the wait: the new one's interval first
             if health != probe:
                 probe, misses = health, 0
-            env = childspec.environment(self.service)
-            if await probes.check(health, env, self._ctx.reaper):
+            if await probes.check(health, self._inside(launch), self._ctx.reaper):
                 misses = 0
                 continue
             misses += 1
@@ -712,17 +711,23 @@ class ServiceRunner:
                 await self._terminate(launch.tree)
                 return
 
-    async def _wait_ready(self, ready: Any, notify: probes.NotifyPipe | None) -> bool:
+    async def _wait_ready(
+        self, ready: Any, notify: probes.NotifyPipe | None, launch: Launch
+    ) -> bool:
         if notify is not None:
             if await notify.wait_ready():
                 return True
             await trio.sleep_forever()  # closed without a newline: never ready
-        while not await probes.check(ready, childspec.environment(self.service), self._ctx.reaper):
+        while not await probes.check(ready, self._inside(launch), self._ctx.reaper):
             await trio.sleep(ready.interval)
             ready = self.service.ready  # a reload's new probe takes the next check
             if ready is None:
                 return True
         return True
+
+    def _inside(self, launch: Launch) -> probes.Inside:
+        """Where this run's exec probes run: in its main process's context."""
+        return probes.Inside(self.service, launch.process, self.cgroup, self._ctx.pid1)
 
     async def _terminate(self, tree: ProcessTree, *, leftovers_only: bool = False) -> None:
         """The stop sequence for one run: stop signal -> stop_timeout -> SIGKILL.

@@ -73,6 +73,10 @@ class ChildSpec:
     #: the service's own namespaces (namespaces.py); ``pid: private`` forks
     #: the child into a new PID namespace where it is the init (see start)
     namespaces: Namespaces | None = None
+    #: namespaces to join instead (an exec probe enters its service's):
+    #: ``CLONE_NEW*`` flag -> an open ``/proc/PID/ns/*`` fd. The PID one is
+    #: entered by the fork (see start), the others in the child.
+    enter_namespaces: Mapping[int, int] = field(default_factory=dict)
     #: set ``LISTEN_PID`` to the child's own pid before exec: socket
     #: activation named tinit, and the fds go on to the child
     listen_pid_self: bool = False
@@ -115,7 +119,10 @@ def start(spec: ChildSpec, reaper: Reaper) -> tuple[Child, int]:
     env = dict(spec.env)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = _fork(private_pid=spec.namespaces is not None and spec.namespaces.pid == "private")
+        pid = _fork(
+            private_pid=spec.namespaces is not None and spec.namespaces.pid == "private",
+            enter_pid=_pid_namespace_to_enter(spec),
+        )
     except BaseException:
         os.close(err_r)
         os.close(err_w)
@@ -133,20 +140,32 @@ def start(spec: ChildSpec, reaper: Reaper) -> tuple[Child, int]:
     return reaper.watch(pid, pid), err_r
 
 
-def _fork(*, private_pid: bool) -> int:
-    """os.fork, into a new PID namespace (the child is its PID 1) when asked.
+def _pid_namespace_to_enter(spec: ChildSpec) -> int | None:
+    if not spec.enter_namespaces:
+        return None
+    from .namespaces import CLONE_NEWPID
 
-    unshare(CLONE_NEWPID) changes the PID namespace of this process's next
-    children; setns back to its own right after the fork restores it, in
-    the same synchronous step, so no other child is ever born in there.
+    return spec.enter_namespaces.get(CLONE_NEWPID)
+
+
+def _fork(*, private_pid: bool, enter_pid: int | None = None) -> int:
+    """os.fork, into a new PID namespace (the child is its PID 1) or an existing one.
+
+    unshare(CLONE_NEWPID), or setns to ``enter_pid``, changes the PID
+    namespace of this process's next children; setns back to its own right
+    after the fork restores it, in the same synchronous step, so no other
+    child is ever born in there.
     """
-    if not private_pid:
+    if not private_pid and enter_pid is None:
         return os.fork()
     from . import namespaces as ns
 
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        ns.unshare(ns.CLONE_NEWPID)
+        if enter_pid is None:
+            ns.unshare(ns.CLONE_NEWPID)
+        else:
+            ns.setns(enter_pid, ns.CLONE_NEWPID)
         try:
             pid = os.fork()
         except BaseException:
@@ -213,6 +232,12 @@ def _child_main(  # pragma: no cover - runs in the forked child
         if spec.cgroup_procs is not None:
             stage = "join its cgroup"
             os.write(spec.cgroup_procs, b"0")
+        if spec.enter_namespaces:
+            # Before the fds are arranged, which closes the namespace fds.
+            stage = "enter the service's namespaces"
+            from .namespaces import enter_in_child
+
+            enter_in_child(spec.enter_namespaces)
         stage = "set up fds"
         _arrange_fds(spec, err_w)
         if spec.namespaces is not None:
