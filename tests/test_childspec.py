@@ -105,3 +105,14 @@ def test_an_exec_probe_is_the_services_spec_with_its_argv_entering_its_namespace
     assert probe.enter_namespaces == {0x40000000: 20}
     assert (probe.privileges, probe.env, probe.cwd) == (main.privileges, main.env, main.cwd)
     assert probe.cgroup_procs == 14
+
+
+def test_inherited_fds_bring_listen_variables_for_the_child() -> None:
+    svc = service("command: [app]\nenv: {LISTEN_PID: '1'}\n")
+    fds = childspec.RunFds(stdin=10, stdout=11, stderr=12, passed={3: 7}, listen_names=("http",))
+    spec = childspec.build(svc, fds, pid1=True)
+    assert (spec.env["LISTEN_FDS"], spec.env["LISTEN_FDNAMES"]) == ("1", "http")
+    assert "LISTEN_PID" not in spec.env  # the child sets its own
+    assert spec.listen_pid_self
+    plain = childspec.build(svc, childspec.RunFds(stdin=10, stdout=11, stderr=12), pid1=True)
+    assert not plain.listen_pid_self and "LISTEN_FDS" not in plain.env

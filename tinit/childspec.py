@@ -49,6 +49,8 @@ class RunFds:
     passed: Mapping[int, int] = field(default_factory=dict)
     #: the run's ``cgroup.procs``, which the child writes itself into; None without cgroups
     cgroup_procs: int | None = None
+    #: names of the inherited fds passed from 3 on (``inherit_fds``), in order
+    listen_names: tuple[str, ...] = ()
 
 
 def open_stdin(path: str | None, owner: Owner | None) -> int:
@@ -110,6 +112,11 @@ def build(
     env = environment(service, inherited)
     own_namespaces = None if service.namespaces == _HOST_NAMESPACES else service.namespaces
     privileges = _privileges(service, env)  # may set HOME, USER and LOGNAME in env
+    if fds.listen_names:
+        # Socket activation for the fds it is given; LISTEN_PID is set in the child.
+        env["LISTEN_FDS"] = str(len(fds.listen_names))
+        env["LISTEN_FDNAMES"] = ":".join(fds.listen_names)
+        env.pop("LISTEN_PID", None)
     return ChildSpec(
         argv=service.command if argv is None else argv,
         env=env,
@@ -125,6 +132,7 @@ def build(
         namespaces=None if enter is not None else own_namespaces,
         enter_namespaces=dict(enter or {}),
         pdeathsig=None if pid1 else signal.SIGKILL,
+        listen_pid_self=bool(fds.listen_names),
     )
 
 

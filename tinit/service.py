@@ -20,6 +20,7 @@ control side reads a runner through :meth:`ServiceRunner.snapshot`.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import random
@@ -33,6 +34,7 @@ import trio
 from . import childspec, probes
 from .config import NotifyFdProbe
 from .errors import SpawnError, TinitError
+from .listenfds import Inherited
 from .output import Output, Ring
 from .state import ExitStatus, Outcome, Snapshot, State, decide, is_success, signal_name
 
@@ -83,6 +85,8 @@ class Context:
     cgroups: Cgroups | None = None
     #: seconds since the epoch: what scheduled jobs' times are in (tests move it)
     wall_clock: Callable[[], float] = time.time
+    #: the fds tinit was handed, for services' ``inherit_fds``
+    inherited: Inherited = field(default_factory=Inherited)
 
     def count_kill(self) -> None:
         """Note a SIGKILL tinit sent: during a shutdown it decides the exit code."""
@@ -503,12 +507,14 @@ class ServiceRunner:
             stdin = childspec.open_stdin(svc.stdin, owner)
             if self.cgroup is not None:
                 procs_fd = self.cgroup.open_procs()
+            inherited = self._ctx.inherited.select(svc.inherit_fds, svc.command[0])
             fds = childspec.RunFds(
                 stdin=stdin,
                 stdout=child_out,
                 stderr=child_err,
-                passed=self._passed_fds(notify),
+                passed=self._passed_fds(notify, inherited),
                 cgroup_procs=procs_fd if procs_fd >= 0 else None,
+                listen_names=tuple(name for _, name in inherited),
             )
             spec = childspec.build(svc, fds, pid1=self._ctx.pid1)
             if self._stopping():
@@ -815,10 +821,16 @@ class ServiceRunner:
         self.state = state
         self._notify()
 
-    def _passed_fds(self, notify: probes.NotifyPipe | None) -> dict[int, int]:
-        """Where the child finds the readiness pipe of a notify_fd probe."""
+    def _passed_fds(
+        self, notify: probes.NotifyPipe | None, inherited: tuple[tuple[int, str], ...]
+    ) -> dict[int, int]:
+        """Where the child finds its inherited fds and the readiness pipe of a notify_fd probe."""
         svc = self.service
-        pass_fds: dict[int, int] = {}
+        pass_fds = self._ctx.inherited.passed(inherited)
         if notify is not None and isinstance(svc.ready, NotifyFdProbe):
+            if svc.ready.fd in pass_fds:
+                taken = len(inherited)
+                why = f"notify_fd {svc.ready.fd} is taken by one of its {taken} inherited fds"
+                raise SpawnError(svc.command[0], errno.EBADF, why, "pass inherited fds")
             pass_fds[svc.ready.fd] = notify.write_fd
         return pass_fds

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from . import output, procs, signals, spawn
+from . import listenfds, output, procs, signals
 from .config.reloadable import needs_restart
+from .listenfds import Inherited
 from .output import Sink
 from .reaper import Reaper
 from .service import Context, ServiceRunner
@@ -59,13 +60,15 @@ def run_services(
 ) -> int:
     """Supervise the services of ``config`` until the end; return tinit's exit code."""
     signals.block()
-    spawn.mark_inherited_fds_cloexec()
+    inherited = listenfds.take()
     pid1 = procs.is_pid1()
     if not pid1:
         procs.become_subreaper()
         log.info("not_pid1", pid=os.getpid(), note="child subreaper: orphans still come to tinit")
     cgroups = None if no_cgroups else setup_cgroups(config, log)
-    supervisor = Supervisor(config, log, pid1=pid1, cgroups=cgroups, control_socket=control_socket)
+    supervisor = Supervisor(
+        config, log, pid1=pid1, cgroups=cgroups, control_socket=control_socket, inherited=inherited
+    )
     try:
         return trio.run(supervisor.run)
     finally:
@@ -122,7 +125,10 @@ class Supervisor:
         pid1: bool,
         cgroups: Cgroups | None = None,
         control_socket: str | None = None,
+        inherited: Inherited | None = None,
     ) -> None:
+        #: the fds tinit was handed, kept for the services that name them
+        self._inherited = inherited or Inherited()
         #: the control socket's path; None disables it
         self.control_socket = control_socket
         self.config = config
@@ -166,6 +172,7 @@ class Supervisor:
             pid1=self._pid1,
             spawner=OsSpawner(self.reaper),
             cgroups=self._cgroups,
+            inherited=self._inherited,
         )
         self.started_at = trio.current_time()
         self.log.info("config_loaded", path=self.config.path, services=len(self.config.services))

@@ -119,6 +119,7 @@ def _service_document(s: Service, groups: dict[str, list[str]]) -> dict[str, Any
         # -- scheduled jobs
         "schedule": _schedule_document(s),
         "run_at_start": s.run_at_start,
+        "inherit_fds": list(s.inherit_fds),
     }
 
 

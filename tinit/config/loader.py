@@ -131,6 +131,11 @@ SERVICE_KEYS: Final = tuple(
     if key not in ("name", "source_command", "environment", "replica_of", "replica")
 )
 
+#: the highest fd number inherit_fds takes (far above what a runtime passes)
+MAX_INHERITED_FD: Final = 65535
+#: a LISTEN_FDNAMES name: the fds of socket activation are named so
+FD_NAME: Final = re.compile(r"[!-9;-~]{1,255}")
+
 Command = tuple[tuple[str, ...], str | tuple[str, ...]]
 _Dependency = tuple[Condition, "yaml.Node", "yaml.Node | None"]  # condition, name, condition
 
@@ -324,10 +329,12 @@ class _Loader(ReplicaReader, SectionReader):
             # -- scheduled jobs
             schedule=f.nullable("schedule", self._job_schedule, None),
             run_at_start=f.get("run_at_start", r.boolean, False),
+            inherit_fds=f.get("inherit_fds", self._inherit_fds, ()),
         )
         service = self._replication(service, f, replica)
         nodes = {dep: (name_node, node) for dep, (_, name_node, node) in dependencies.items()}
         self._check_network(service, f)
+        self._check_notify_fd(service, f)
         explicit = service.stop_timeout if "stop_timeout" in f.entries else None
         self._check_schedule(service, f)
         return Draft(self._check_oneshot(service, f), entry.key_node, nodes, explicit)
@@ -352,6 +359,43 @@ class _Loader(ReplicaReader, SectionReader):
             )
             fix = "use an exec or notify_fd probe, or drop network: none"
             self.reader.report(f.node(key), f"{f.path}.{key}", f"{why}; {fix}")
+
+    def _inherit_fds(self, node: yaml.Node, path: str) -> tuple[int | str, ...]:
+        r = self.reader
+        wanted: list[int | str] = []
+        for value, item, item_path in r.items(node, path, self._inherit_fd):
+            if value in wanted:
+                r.report(item, item_path, f"{value!r} is listed twice; list each fd once")
+            else:
+                wanted.append(value)
+        return tuple(wanted)
+
+    def _inherit_fd(self, node: yaml.Node, path: str) -> tuple[int | str, yaml.Node, str]:
+        r = self.reader
+        value = r.scalar(node, path, "an fd number or a LISTEN_FDNAMES name")
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 3:
+                why = "0, 1 and 2 are stdin, stdout and stderr, which every service has"
+                r.fail(node, path, f"must be 3 or more ({why}), got {value}")
+            if value > MAX_INHERITED_FD:
+                r.fail(node, path, f"must be {MAX_INHERITED_FD} or less, got {value}")
+            return value, node, path
+        if not isinstance(value, str) or not FD_NAME.fullmatch(value):
+            rule = "a name is 1 to 255 printable ASCII characters, without ':' or spaces"
+            got = r.describe_node(node)
+            r.fail(node, path, f"expected an fd number (3 or more) or a name, got {got}; {rule}")
+        return value, node, path
+
+    def _check_notify_fd(self, service: Service, f: Fields) -> None:
+        """A notify_fd among the inherited fds' numbers would take one of their places."""
+        ready = service.ready
+        if not isinstance(ready, NotifyFdProbe) or not service.inherit_fds:
+            return
+        last = 2 + len(service.inherit_fds)
+        if ready.fd <= last:
+            why = f"the inherited fds take 3 to {last} (at least: a name may name several)"
+            fix = f"use notify_fd: {last + 1} or more"
+            self.reader.report(f.node("ready"), f"{f.path}.ready.notify_fd", f"{why}; {fix}")
 
     # -- scheduled jobs
 

@@ -200,6 +200,9 @@ class Service:
     schedule: Schedule | None = None
     #: a scheduled job also runs once when it starts, before its first set time
     run_at_start: bool = False
+    #: fds tinit was handed that this service gets, from 3 in this order:
+    #: numbers, or socket-activation names (listenfds.py)
+    inherit_fds: tuple[int | str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,8 @@ ON_RELOAD: Final[Mapping[str, OnReload]] = MappingProxyType(
         "capabilities": _RESTART,
         "no_new_privs": _RESTART,
         "namespaces": _RESTART,
+        # the inherited fds are given to the process when it starts
+        "inherit_fds": _RESTART,
         # the run's pipes are made for one output mode when it starts
         "output": _RESTART,
         # the argv is ``command``; this is only how the file wrote it
