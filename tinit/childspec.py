@@ -12,13 +12,12 @@ machine (the account databases), as the config checker does.
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from . import accounts
 from .config import Namespaces
 from .errors import SpawnError
 from .privileges import resolve as resolve_privileges
@@ -26,6 +25,7 @@ from .safeopen import Access, Owner, open_for_service
 from .spawn import ChildSpec
 
 if TYPE_CHECKING:
+    import pwd
     from collections.abc import Mapping, Sequence
 
     from .config import Service
@@ -153,43 +153,33 @@ def _ids(service: Service, env: dict[str, str]) -> tuple[int | None, int | None,
     With a ``user:``, ``HOME``, ``USER`` and ``LOGNAME`` in ``env`` become
     that user's, unless the service's ``env:`` sets them.
     """
-    uid = gid = None
-    groups: list[int] | None = None
-    if service.user is not None:
-        entry = user_entry(service.user)
-        uid, gid = entry.pw_uid, entry.pw_gid
-        groups = os.getgrouplist(entry.pw_name, gid) if entry.pw_name else [gid]
+    try:
+        ids = accounts.ids(service.user, service.group)
+    except accounts.UnknownAccount as exc:
+        stage = "switch user" if exc.kind == "user" else "switch group"
+        raise SpawnError(exc.name, 0, f"unknown {exc.kind} {exc.name!r}", stage) from None
+    if ids.entry is not None:
         for key, value in (
-            ("HOME", entry.pw_dir),
-            ("USER", entry.pw_name),
-            ("LOGNAME", entry.pw_name),
+            ("HOME", ids.entry.pw_dir),
+            ("USER", ids.entry.pw_name),
+            ("LOGNAME", ids.entry.pw_name),
         ):
             if key not in service.env and value:
                 env[key] = value
-    if service.group is not None:
-        gid = group_id(service.group)
-        groups = groups if groups is not None else [gid]
-    return uid, gid, groups
+    return ids.uid, ids.gid, ids.groups
 
 
 def user_entry(name: str) -> pwd.struct_passwd:
     """The account of a user name or number; a number without an account stands for itself."""
     try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        if name.isdigit():
-            try:
-                return pwd.getpwuid(int(name))
-            except KeyError:
-                return pwd.struct_passwd((name, "x", int(name), int(name), "", "/", "/bin/sh"))
+        return accounts.user_entry(name)
+    except accounts.UnknownAccount:
         raise SpawnError(name, 0, f"unknown user {name!r}", "switch user") from None
 
 
 def group_id(name: str) -> int:
     """The gid of a group name or number."""
     try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        if name.isdigit():
-            return int(name)
+        return accounts.group_id(name)
+    except accounts.UnknownAccount:
         raise SpawnError(name, 0, f"unknown group {name!r}", "switch group") from None

@@ -566,30 +566,19 @@ def _one_line(message: str) -> str:
 def _file_owner(user: str | None, group: str | None) -> Owner | None:
     """Whose rights read a service's env files: its user's, when tinit is root and it isn't.
 
-    The same ids its process gets (tinit/childspec.py): the user's uid, its
-    primary group or ``group:``, and its supplementary groups. None reads with
-    tinit's own rights: a root service, no ``user:``, an unknown user (the
-    file is then invalid anyway), or a ``tinit check`` that is not root.
+    The ids its process gets (tinit/accounts.py). None reads with tinit's own
+    rights: a root service, no ``user:``, an unknown account (the file is then
+    invalid anyway), or a ``tinit check`` that is not root.
     """
-    import grp
-    import pwd
-
+    from tinit import accounts
     from tinit.safeopen import Owner
 
     if user is None or os.geteuid() != 0:
         return None
     try:
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-        uid, gid = entry.pw_uid, entry.pw_gid
-        groups = tuple(os.getgrouplist(entry.pw_name, gid))
-    except KeyError:
-        if not user.isdigit():
-            return None
-        uid = gid = int(user)
-        groups = (gid,)
-    if group is not None:
-        try:
-            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError:
-            return None
-    return None if uid == 0 else Owner(uid, gid, groups)
+        _, uid, gid, groups = accounts.ids(user, group)
+    except accounts.UnknownAccount:
+        return None
+    if uid is None or uid == 0 or gid is None:
+        return None
+    return Owner(uid, gid, tuple(groups or ()))

@@ -19,6 +19,8 @@ import shlex
 import signal
 from typing import Any, Final
 
+from tinit.convert._render import Bad as Bad
+
 _VARIABLE: Final = re.compile(
     r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^}]*)\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
 )
@@ -40,10 +42,6 @@ LOG_LEVELS: Final = {
     "fatal": "error",
     "panic": "error",
 }
-
-
-class Bad(Exception):
-    """A value process-compose itself would refuse; the message says why."""
 
 
 def show(raw: Any) -> str:

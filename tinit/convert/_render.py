@@ -50,6 +50,10 @@ class Finding:
         return str(self).removeprefix(f"{self.file}: ")
 
 
+class Bad(Exception):
+    """A value the other tool itself would refuse; the message says why."""
+
+
 class ConversionError(TinitError):
     """The file can't be converted; ``problems`` has one line for each reason."""
 

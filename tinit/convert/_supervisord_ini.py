@@ -27,6 +27,7 @@ import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from tinit.convert._render import Bad as Bad
 from tinit.convert._render import Finding
 
 if TYPE_CHECKING:
@@ -41,10 +42,6 @@ _FORMAT: Final = re.compile(
 )
 _VARIABLE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SIZES: Final = {"kb": 1024, "mb": 1024**2, "gb": 1024**3}
-
-
-class Bad(Exception):
-    """A value supervisord itself would refuse; the message says why."""
 
 
 @dataclass
