@@ -224,7 +224,6 @@ class Supervisor:
         # Imported here: only a tinit that can be operated pays for loading them.
         from .control import serve_control
         from .errors import ControlError
-        from .health import serve_health
         from .operate import Operator
 
         operator = Operator(self)
@@ -236,6 +235,8 @@ class Supervisor:
             except ControlError as exc:
                 self.log.warning("control_socket_unavailable", error=str(exc))
         if listen is not None:
+            from .health import serve_health
+
             try:
                 await root.start(serve_health, listen[0], listen[1], operator, self.log)
             except ControlError as exc:
