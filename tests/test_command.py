@@ -303,6 +303,68 @@ def test_leftovers_that_ignore_sigterm_are_killed_after_the_stop_timeout() -> No
     assert 0.5 <= elapsed < 10
 
 
+def _imported(stderr: str) -> set[str]:
+    """Module names from ``python -X importtime`` lines."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+def test_a_command_that_leaves_nothing_never_loads_the_event_loop() -> None:
+    """No leftovers, nothing to wait for with a deadline: trio is never imported.
+
+    That is what keeps a one-command tinit as small and quick as the
+    interpreter; the command is not Python, so only tinit's imports show.
+    """
+    rc, _, err = run(
+        "run", "--", "sh", "-c", "sleep 0.2; exit 3", env={"PYTHONPROFILEIMPORTTIME": "1"}
+    )
+    assert rc == 3
+    imported = _imported(err)
+    assert "tinit.command" in imported  # the listing is real
+    assert "trio" not in imported
+
+
+def test_leftovers_load_the_event_loop_and_are_stopped_with_it() -> None:
+    rc, _, err = run(
+        "run",
+        "--stop-timeout",
+        "300ms",
+        "--",
+        "sh",
+        "-c",
+        "(trap '' TERM; exec sleep 30) & exit 4",
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+    )
+    assert rc == 4
+    assert "trio" in _imported(err)
+
+
+def test_signals_and_orphans_are_handled_while_no_event_loop_runs(tmp_path: Path) -> None:
+    """Orphans exiting and a forwarded signal, all before the command ends."""
+    marker = tmp_path / "got-usr1"
+    script = (
+        "import os, signal, sys, time\n"
+        "for _ in range(50):\n"
+        "    if os.fork() == 0:\n"
+        "        if os.fork() == 0: os._exit(0)\n"  # an orphan for PID 1
+        "        os._exit(0)\n"
+        f"signal.signal(signal.SIGUSR1, lambda *a: (open({str(marker)!r}, 'w').close(), sys.exit(7)))\n"
+        "time.sleep(30)\n"
+    )
+    tinit = Tinit("run", "--log-level", "debug", "--", *py(script))
+    try:
+        assert wait_for(lambda: tinit.stderr_so_far().count("orphan_reaped") >= 50, timeout=15)
+        tinit.signal(signal.SIGUSR1)
+        rc, _, _ = tinit.wait(15)
+    finally:
+        tinit.kill()
+    assert rc == 7
+    assert marker.exists()
+
+
 def test_bad_command_line_is_one_line_and_exit_2() -> None:
     for args in (
         ("bogus",),

@@ -1,16 +1,21 @@
 """One-command mode: ``tinit run -- CMD ...``, a drop-in for ``tini -g --``.
 
-The command is forked *before* trio is imported. Loading trio is most of
-tinit's start-up time, and nothing needs it until there is something to
-wait for. Signals are held by the mask (signals.block) from the start of
-``tinit run``; once the command exists, a plain handler passes each one to
-its process group at once (pending ones included), and only SIGCHLD waits
-for trio. So the command starts about as fast as the interpreter does.
+The command is forked first, as soon as the interpreter is up. Signals are
+held by the mask (signals.block) from the start of ``tinit run``; once the
+command exists, a plain handler passes each one to its process group at
+once (pending ones included). SIGCHLD stays blocked and is taken with
+``sigwaitinfo``: each one drains the reaper (reaper.py, the one owner of
+``waitpid`` here too), and between them tinit sleeps in the kernel, with no
+wake-ups, no event loop and no thread.
 
-Then, from one trio loop: SIGCHLD drives the reaper, and when the command has exited,
-whatever is left (orphans it left behind, or everything else in the PID
-namespace) gets SIGTERM, then SIGKILL after ``stop_timeout``. tinit exits
-with the command's status only once nothing is left.
+trio is loaded only when there is something to wait for with a deadline:
+when the command has exited and processes are left (orphans it left
+behind, or everything else in the PID namespace). They get SIGTERM, then
+SIGKILL after ``stop_timeout`` (procs.stop_leftovers, shared with services
+mode). A command that leaves nothing behind never pays for trio: its
+tinit stays about as small and as quick to start and to exit as the
+interpreter. tinit exits with the command's status only once nothing is
+left.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
 
     from .logs import Log
     from .reaper import Child
+    from .state import ExitStatus
 
 
 def run_command(argv: Sequence[str], *, stop_timeout: float, log: Log) -> int:
@@ -63,16 +69,72 @@ def run_command(argv: Sequence[str], *, stop_timeout: float, log: Log) -> int:
     forwarder = _Forwarder(child.pgid)
     for signum in signals.FORWARDABLE:
         signal.signal(signum, forwarder)
-    # From here on signals reach the command, even while trio loads; only
-    # SIGCHLD stays held until the reaper's receiver is open.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, signals.FORWARDABLE)
+    try:
+        # From here on signals reach the command at once; SIGCHLD stays held
+        # for sigwaitinfo (see _reap_until).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals.FORWARDABLE)
+        failed: SpawnError | None = None
+        try:
+            spawn.wait_exec_blocking(err_r, argv[0])
+            log.debug("command_started", command=argv[0], pid=child.pid)
+        except SpawnError as exc:
+            failed = exc
+        status = _reap_until(child, reaper)
+        if failed is None:
+            log.info("command_exited", pid=child.pid, **status.log_fields())
+        # A TERM or INT from now on means "kill them all now".
+        forwarder.cleaning = True
+        reaper.reap()
+        if reaper.has_children:
+            _stop_leftovers(reaper, stop_timeout, log.bind(pid=child.pid))
+        if failed is not None:
+            raise failed
+        return status.shell_code
+    finally:
+        # Pending signals with default dispositions could kill a tinit that
+        # is not PID 1 on its way out: hold them instead; they die with it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals.HANDLED)
 
+
+def _reap_until(child: Child, reaper: Reaper) -> ExitStatus:
+    """Reap every child that exits until ``child`` has; return its status.
+
+    SIGCHLD is blocked, so one that arrives between a drain and the wait
+    stays pending and ends the wait at once: no exit is missed, and none
+    is waited for twice.
+    """
+    while True:
+        reaper.reap()
+        if child.status is not None:
+            return child.status
+        signal.sigwaitinfo({signal.SIGCHLD})
+
+
+def _stop_leftovers(reaper: Reaper, stop_timeout: float, log: Log) -> None:
+    """SIGTERM what the command left, then SIGKILL at ``stop_timeout``, on a trio loop."""
     from ._loadtrio import load_trio
 
     load_trio()
     import trio
 
-    return trio.run(_supervise, child, err_r, argv[0], reaper, forwarder, stop_timeout, log)
+    trio.run(_serve_stop_leftovers, reaper, stop_timeout, log)
+
+
+async def _serve_stop_leftovers(reaper: Reaper, stop_timeout: float, log: Log) -> None:
+    import trio
+
+    with trio.open_signal_receiver(signal.SIGCHLD) as received:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_serve_sigchld, received, reaper)
+            await procs.stop_leftovers(
+                reaper,
+                deadline=trio.current_time() + stop_timeout,
+                reason="stop_timeout",
+                log=log,
+                timeout=stop_timeout,
+            )
+            nursery.cancel_scope.cancel()
 
 
 class _Forwarder:
@@ -108,52 +170,6 @@ def _controlling_tty() -> int | None:
     except OSError:
         return None
     return 0
-
-
-async def _supervise(
-    child: Child,
-    err_r: int,
-    command: str,
-    reaper: Reaper,
-    forwarder: _Forwarder,
-    stop_timeout: float,
-    log: Log,
-) -> int:
-    import trio
-
-    log = log.bind(pid=child.pid)
-    try:
-        with trio.open_signal_receiver(signal.SIGCHLD) as received:
-            signals.unblock()
-            failed: SpawnError | None = None
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_serve_sigchld, received, reaper)
-                try:
-                    await spawn.wait_exec(child, err_r, command)
-                    log.debug("command_started", command=command)
-                except SpawnError as exc:
-                    failed = exc
-                status = await child.wait()
-                if failed is None:
-                    log.info("command_exited", **status.log_fields())
-                # A TERM or INT from now on means "kill them all now".
-                forwarder.cleaning = True
-                await procs.stop_leftovers(
-                    reaper,
-                    deadline=trio.current_time() + stop_timeout,
-                    reason="stop_timeout",
-                    log=log,
-                    timeout=stop_timeout,
-                )
-                nursery.cancel_scope.cancel()
-            if failed is not None:
-                raise failed
-            return status.shell_code
-    finally:
-        # Leaving the receiver re-raises pending signals with default
-        # dispositions, which could kill a tinit that is not PID 1 on its way
-        # out: hold them instead; they die with the process.
-        signal.pthread_sigmask(signal.SIG_BLOCK, signals.HANDLED)
 
 
 async def _serve_sigchld(received: AsyncIterator[int], reaper: Reaper) -> None:

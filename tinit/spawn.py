@@ -27,7 +27,7 @@ import os
 import signal
 import stat
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from . import signals
 from .errors import SpawnError
@@ -178,6 +178,10 @@ def _fork(*, private_pid: bool, enter_pid: int | None = None) -> int:
         os.close(own)
 
 
+#: what a child's set-up failure report may hold (stage, errno, reason)
+_REPORT_LIMIT: Final = 4096
+
+
 async def wait_exec(child: Child, err_r: int, command: str) -> None:
     """Wait until the child has exec'd; raise SpawnError if set-up or exec failed."""
     import trio
@@ -185,7 +189,7 @@ async def wait_exec(child: Child, err_r: int, command: str) -> None:
     os.set_blocking(err_r, False)
     try:
         data = b""
-        while True:
+        while len(data) < _REPORT_LIMIT:
             await trio.lowlevel.wait_readable(err_r)
             chunk = os.read(err_r, 256)
             if not chunk:
@@ -193,6 +197,28 @@ async def wait_exec(child: Child, err_r: int, command: str) -> None:
             data += chunk
     finally:
         os.close(err_r)
+    _raise_if_failed(data, command)
+
+
+def wait_exec_blocking(err_r: int, command: str) -> None:
+    """:func:`wait_exec` for a process with no event loop (one-command mode).
+
+    The read blocks until the child execs or reports; a signal meanwhile
+    runs its handler and the read goes on (PEP 475).
+    """
+    try:
+        data = b""
+        while len(data) < _REPORT_LIMIT:
+            chunk = os.read(err_r, 256)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(err_r)
+    _raise_if_failed(data, command)
+
+
+def _raise_if_failed(data: bytes, command: str) -> None:
     if data:
         stage, number, reason = ([*data.decode("utf-8", "replace").split("\x00"), "", ""])[:3]
         code = int(number) if number.isdigit() else errno.EINVAL
