@@ -129,7 +129,9 @@ class Inside:
     pid1: bool
 
 
-def _start_inside(argv: tuple[str, ...], inside: Inside, reaper: Reaper) -> tuple[Child, int]:
+def _start_inside(
+    argv: tuple[str, ...], inside: Inside, reaper: Reaper
+) -> tuple[Child, int | None]:
     """Fork the probe as the service's own process; return it with its error pipe.
 
     Synchronous from the check of the main process to the fork: the reaper

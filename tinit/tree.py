@@ -219,7 +219,7 @@ class _Forked:
 
     __slots__ = ("_command", "_err_r", "process", "tree")
 
-    def __init__(self, child: Child, tree: ProcessTree, err_r: int, command: str) -> None:
+    def __init__(self, child: Child, tree: ProcessTree, err_r: int | None, command: str) -> None:
         self.process: Final = child
         self.tree: Final = tree
         self._err_r = err_r
