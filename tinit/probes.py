@@ -1,4 +1,4 @@
-"""Readiness and liveness probes: tcp, http, exec, notify_fd.
+"""Readiness and liveness probes: tcp, http, exec, notify_fd (sd_notify: sdnotify.py).
 
 Each check is one attempt bounded by the probe's ``timeout`` that returns
 True or False; the schedule (``interval``, ``start_timeout``, ``failures``)
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import trio
 
 from . import childspec, procs, spawn
-from .config import ExecProbe, HttpProbe, Namespaces, NotifyFdProbe, TcpProbe
+from .config import ExecProbe, HttpProbe, Namespaces, NotifyFdProbe, SdNotifyProbe, TcpProbe
 from .errors import SpawnError, TinitError
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ async def check(probe: Probe, inside: Inside, reaper: Reaper) -> bool:
             return await check_http(url, probe.timeout)
         case ExecProbe(argv=argv):
             return await check_exec(argv, inside, probe.timeout, reaper)
-        case NotifyFdProbe():
-            raise ValueError("a notify_fd probe is not polled")
+        case NotifyFdProbe() | SdNotifyProbe():
+            raise ValueError("a notify_fd or sd_notify probe is not polled")
         case _:
             assert_never(probe)

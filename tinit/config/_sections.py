@@ -31,6 +31,7 @@ from tinit.config.model import (
     NotifyFdProbe,
     Probe,
     ProbeKind,
+    SdNotifyProbe,
     TcpProbe,
 )
 
@@ -42,7 +43,16 @@ if TYPE_CHECKING:
 MIN_MEMORY: Final = 4096
 #: a descriptor every process may have open: the lowest usual RLIMIT_NOFILE is 1024
 MAX_NOTIFY_FD: Final = 1023
-PROBE_KEYS: Final = (*PROBE_KINDS, "interval", "timeout", "start_timeout", "failures")
+PROBE_KEYS: Final = (
+    *PROBE_KINDS,
+    "interval",
+    "timeout",
+    "start_timeout",
+    "failures",
+    "watchdog",
+)
+#: the shortest ``watchdog``: a service pings at half of it, tinit checks a few times a second
+MIN_WATCHDOG: Final = 0.1
 BACKOFF_KEYS: Final = tuple(Backoff.__dataclass_fields__)
 LIMITS_KEYS: Final = tuple(Limits.__dataclass_fields__)
 CAPABILITIES_KEYS: Final = tuple(Capabilities.__dataclass_fields__)
@@ -90,7 +100,7 @@ class SectionReader(ScalarReader):
         f = r.fields(node, path, PROBE_KEYS)
         kinds = [kind for kind in PROBE_KINDS if kind in f.entries]
         if not kinds:
-            r.fail(node, path, "needs one of tcp, http, exec or notify_fd")
+            r.fail(node, path, "needs one of tcp, http, exec, notify_fd or sd_notify")
         for extra in kinds[1:]:
             message = f"has both {kinds[0]} and {extra}; a probe checks one thing, so keep one"
             r.report(f.key_node(extra), path, message)
@@ -111,6 +121,10 @@ class SectionReader(ScalarReader):
             case "notify_fd":
                 fd = f.get("notify_fd", self._notify_fd, -1)
                 return NotifyFdProbe(fd=fd, **self._schedule(f, health))
+            case "sd_notify":
+                f.get("sd_notify", self._sd_notify, True)
+                watchdog = f.nullable("watchdog", self._watchdog, None)
+                return SdNotifyProbe(watchdog=watchdog, **self._schedule(f, health))
             case unknown:
                 assert_never(unknown)
 
@@ -133,9 +147,25 @@ class SectionReader(ScalarReader):
         if not health and "failures" in f.entries:
             why = "a ready probe is done at its first success"
             r.report(f.key_node("failures"), f.path, f"failures is for health only; {why}")
-        if health and kind == "notify_fd":
-            why = "notify_fd can only tell when a service is ready"
-            r.report(f.key_node("notify_fd"), f.path, f"{why}; use it under ready")
+        if health and kind in ("notify_fd", "sd_notify"):
+            why = f"{kind} can only tell when a service is ready"
+            fix = "use it under ready" + (", with its watchdog" if kind == "sd_notify" else "")
+            r.report(f.key_node(kind), f.path, f"{why}; {fix}")
+        if "watchdog" in f.entries and (health or kind != "sd_notify"):
+            why = "only a service that speaks sd_notify sends WATCHDOG=1"
+            r.report(f.key_node("watchdog"), f.path, f"watchdog is for ready: sd_notify; {why}")
+
+    def _sd_notify(self, node: yaml.Node, path: str) -> bool:
+        if not self.reader.boolean(node, path):
+            self.reader.fail(node, path, "must be true; to go without a ready probe drop ready")
+        return True
+
+    def _watchdog(self, node: yaml.Node, path: str) -> float:
+        seconds = self._duration(positive=True)(node, path)
+        if seconds < MIN_WATCHDOG:
+            minimum = format_duration(MIN_WATCHDOG)
+            self.reader.fail(node, path, f"must be {minimum} or more, got {node.value}")
+        return seconds
 
     def _exec(self, node: yaml.Node, path: str, run: Run) -> tuple[str, ...]:
         argv = self._argv(node, path)

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any, assert_never, cast
 
 from tinit.config._replicas import PLACEHOLDER
 from tinit.config._units import format_address, format_duration, format_signal, format_size
-from tinit.config.model import REPLICA_VAR, ExecProbe, HttpProbe, NotifyFdProbe, TcpProbe
+from tinit.config.model import (
+    REPLICA_VAR,
+    ExecProbe,
+    HttpProbe,
+    NotifyFdProbe,
+    SdNotifyProbe,
+    TcpProbe,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -151,6 +158,9 @@ def _probe_document(probe: Probe | None, *, health: bool) -> dict[str, Any] | No
         "interval": format_duration(probe.interval),
         "timeout": format_duration(probe.timeout),
     }
+    if isinstance(probe, SdNotifyProbe):
+        watchdog = probe.watchdog
+        document["watchdog"] = None if watchdog is None else format_duration(watchdog)
     if health:
         document["failures"] = probe.failures
     else:
@@ -170,6 +180,8 @@ def _probe_check(probe: Probe) -> tuple[str, object]:
             return "exec", list(argv)
         case NotifyFdProbe(fd=fd):
             return "notify_fd", fd
+        case SdNotifyProbe():
+            return "sd_notify", True
         case _:
             assert_never(probe)
 

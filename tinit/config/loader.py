@@ -42,6 +42,7 @@ from tinit.config.model import (
     Namespaces,
     NotifyFdProbe,
     Schedule,
+    SdNotifyProbe,
     Service,
     Settings,
     TcpProbe,
@@ -340,7 +341,8 @@ class _Loader(ReplicaReader, SectionReader):
         return Draft(self._check_oneshot(service, f), entry.key_node, nodes, explicit)
 
     def _check_network(self, service: Service, f: Fields) -> None:
-        """tcp and http probes run in tinit's network: none of them reaches `network: none`."""
+        """tcp, http probes and sd_notify's socket are in tinit's network: `network: none` has
+        none of them (docs/configuration.md, ``sd_notify``)."""
         if service.namespaces.network != "none":
             return
         for key, probe in (("ready", service.ready), ("health", service.health)):
@@ -349,6 +351,14 @@ class _Loader(ReplicaReader, SectionReader):
                     what = "a tcp"
                 case HttpProbe():
                     what = "an http"
+                case SdNotifyProbe():
+                    why = (
+                        "sd_notify's socket is an abstract one in tinit's network, which a"
+                        " service with namespaces.network: none can't reach"
+                    )
+                    fix = "use an exec or notify_fd probe, or drop network: none"
+                    self.reader.report(f.node(key), f"{f.path}.{key}", f"{why}; {fix}")
+                    continue
                 case ExecProbe() | NotifyFdProbe() | None:
                     continue
                 case _:

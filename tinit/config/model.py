@@ -18,11 +18,11 @@ if TYPE_CHECKING:
 
     from tinit.errors import Problem
 
-ProbeKind = Literal["tcp", "http", "exec", "notify_fd"]
+ProbeKind = Literal["tcp", "http", "exec", "notify_fd", "sd_notify"]
 Restart = Literal["always", "on-failure", "never"]
 Condition = Literal["started", "ready", "completed"]
 
-PROBE_KINDS: Final[tuple[ProbeKind, ...]] = ("tcp", "http", "exec", "notify_fd")
+PROBE_KINDS: Final[tuple[ProbeKind, ...]] = ("tcp", "http", "exec", "notify_fd", "sd_notify")
 RESTARTS: Final[tuple[Restart, ...]] = ("always", "on-failure", "never")
 CONDITIONS: Final[tuple[Condition, ...]] = ("started", "ready", "completed")
 LOG_FORMATS: Final[tuple[Literal["console", "json"], ...]] = ("console", "json")
@@ -89,8 +89,20 @@ class NotifyFdProbe(ProbeSchedule):
     fd: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SdNotifyProbe(ProbeSchedule):
+    """Ready when the service sends ``READY=1`` to its ``NOTIFY_SOCKET``; never polled.
+
+    ``watchdog`` (seconds), when set, is how long the service may go without
+    a ``WATCHDOG=1`` once ready before it counts as failing its liveness
+    check; the service is told it as ``WATCHDOG_USEC``. See sdnotify.py.
+    """
+
+    watchdog: float | None = None
+
+
 #: A ready or health check: one type per kind, for ``match`` with ``assert_never``.
-Probe: TypeAlias = TcpProbe | HttpProbe | ExecProbe | NotifyFdProbe
+Probe: TypeAlias = TcpProbe | HttpProbe | ExecProbe | NotifyFdProbe | SdNotifyProbe
 
 
 @dataclass(frozen=True, slots=True)

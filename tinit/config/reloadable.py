@@ -19,7 +19,7 @@ from dataclasses import fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from .model import NotifyFdProbe, Service
+from .model import NotifyFdProbe, SdNotifyProbe, Service
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -103,14 +103,16 @@ def changed_keys(old: Service, new: Service) -> frozenset[str]:
 def needs_restart(old: Service, new: Service) -> bool:
     """Whether the running process of ``old`` must be restarted to become ``new``.
 
-    A notify_fd ready probe is the one policy the process itself takes part
-    in: its pipe is passed to the process at the start, so a change to or
-    from one is a restart too.
+    A notify_fd or sd_notify ready probe is policy the process itself takes
+    part in: its pipe, or its ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC``, are
+    given to the process at the start, so a change to, from or of one is a
+    restart too.
     """
     changed = changed_keys(old, new)
     # a key missing from the table (the test forbids it) is taken as a restart: the safe side
     if any(ON_RELOAD.get(key, OnReload.RESTART) is OnReload.RESTART for key in changed):
         return True
     return "ready" in changed and (
-        isinstance(old.ready, NotifyFdProbe) or isinstance(new.ready, NotifyFdProbe)
+        isinstance(old.ready, NotifyFdProbe | SdNotifyProbe)
+        or isinstance(new.ready, NotifyFdProbe | SdNotifyProbe)
     )

@@ -37,7 +37,15 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Literal, assert_never
 from urllib.parse import urlsplit
 
-from tinit.config import Backoff, ExecProbe, HttpProbe, NotifyFdProbe, Settings, TcpProbe
+from tinit.config import (
+    Backoff,
+    ExecProbe,
+    HttpProbe,
+    NotifyFdProbe,
+    SdNotifyProbe,
+    Settings,
+    TcpProbe,
+)
 from tinit.config._units import format_address, format_duration, format_signal, parse_env_file
 from tinit.config.model import REPLICA_VAR
 from tinit.convert._k8s_ports import ANY_HOST, is_loopback, name_ports, service_ports
@@ -542,7 +550,7 @@ class _Pod:
             ready = target.ready
             gated = (
                 ready is not None
-                and not isinstance(ready, NotifyFdProbe)
+                and not isinstance(ready, NotifyFdProbe | SdNotifyProbe)
                 and ready.start_timeout is not None
             )
             if dep in self.layout.app:
@@ -557,10 +565,11 @@ class _Pod:
                     f"depends_on.{dep}",
                     f"{condition}: {label} is an init container, run to completion first",
                 )
-            elif condition == "ready" and isinstance(ready, NotifyFdProbe):
+            elif condition == "ready" and isinstance(ready, NotifyFdProbe | SdNotifyProbe):
+                kind = "notify_fd" if isinstance(ready, NotifyFdProbe) else "sd_notify"
                 notes.add(
                     f"depends_on.{dep}",
-                    f"ready: Kubernetes can't see {label}'s notify_fd, so this one starts "
+                    f"ready: Kubernetes can't see {label}'s {kind}, so this one starts "
                     f"once {label} has started",
                 )
             elif condition == "started" and gated:
@@ -721,6 +730,12 @@ def _handler(probe: Probe, key: str, notes: _Notes) -> dict[str, object] | None:
         case NotifyFdProbe(fd=fd):
             why = "no equivalent; Kubernetes only probes from outside the process"
             notes.add(f"{key}.notify_fd", f"{fd}: {why}")
+            return None
+        case SdNotifyProbe(watchdog=watchdog):
+            why = "no equivalent; Kubernetes only probes from outside the process"
+            notes.add(f"{key}.sd_notify", f"READY=1 and STATUS= are not seen: {why}")
+            if watchdog is not None:
+                notes.add(f"{key}.watchdog", f"{format_duration(watchdog)}: dropped, {why}")
             return None
         case _:
             assert_never(probe)

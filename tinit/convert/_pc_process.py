@@ -53,7 +53,7 @@ _NO_EQUIVALENT: Final = {
     "launch_timeout_seconds": "only applies to daemons, which tinit does not run",
     "is_elevated": "tinit runs services as root, or as user:; it asks for no password",
     "ready_log_line": "tinit can't wait for a line of output; give it a ready: probe (tcp, http,"
-    " exec) or notify_fd, and depends_on: {NAME: ready}",
+    " exec), notify_fd or sd_notify, and depends_on: {NAME: ready}",
     "log_configuration": "tinit writes the output as it comes, without rotation, fields or"
     " timestamps; rotate a file with logrotate's copytruncate",
     "vars": "Go template variables are not evaluated: the {{.VAR}} in the values stay as written",
