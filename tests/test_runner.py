@@ -159,6 +159,9 @@ class FakeRun:
     def count_others(self) -> int:
         return int(self._leftover)
 
+    def holds(self, pid: int) -> bool:
+        return pid == self.pid and self.status is None
+
     async def wait_gone(self, *, pass_on: int | None = None) -> None:
         await self.wait()
         await self._leftover_gone.wait()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from . import accounts
-from .config import Namespaces
+from .config import Namespaces, SdNotifyProbe
 from .errors import SpawnError
 from .privileges import resolve as resolve_privileges
 from .safeopen import Access, Owner, open_for_service
@@ -51,6 +51,8 @@ class RunFds:
     cgroup_procs: int | None = None
     #: names of the inherited fds passed from 3 on (``inherit_fds``), in order
     listen_names: tuple[str, ...] = ()
+    #: the run's sd_notify socket (``@name``), for ``NOTIFY_SOCKET``; None without one
+    notify_socket: str | None = None
 
 
 def open_stdin(path: str | None, owner: Owner | None) -> int:
@@ -117,6 +119,8 @@ def build(
         env["LISTEN_FDS"] = str(len(fds.listen_names))
         env["LISTEN_FDNAMES"] = ":".join(fds.listen_names)
         env.pop("LISTEN_PID", None)
+    if fds.notify_socket is not None:
+        _notify_environment(service, fds.notify_socket, env)
     return ChildSpec(
         argv=service.command if argv is None else argv,
         env=env,
@@ -134,6 +138,18 @@ def build(
         pdeathsig=None if pid1 else signal.SIGKILL,
         listen_pid_self=bool(fds.listen_names),
     )
+
+
+def _notify_environment(service: Service, address: str, env: dict[str, str]) -> None:
+    """``NOTIFY_SOCKET``, and ``WATCHDOG_USEC`` with a watchdog, as systemd sets them.
+
+    tinit's own socket wins over one the config names: it is the one tinit reads.
+    """
+    env["NOTIFY_SOCKET"] = address
+    env.pop("WATCHDOG_USEC", None)
+    env.pop("WATCHDOG_PID", None)  # the main process is the one to ping: sd_watchdog_enabled
+    if isinstance(service.ready, SdNotifyProbe) and service.ready.watchdog is not None:
+        env["WATCHDOG_USEC"] = str(round(service.ready.watchdog * 1_000_000))
 
 
 def _privileges(service: Service, env: dict[str, str]) -> Privileges | None:

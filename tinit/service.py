@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from . import childspec, probes
-from .config import NotifyFdProbe
+from . import childspec, probes, sdnotify
+from .config import NotifyFdProbe, SdNotifyProbe
 from .errors import SpawnError, TinitError
 from .listenfds import Inherited
+from .notified import Notified
 from .output import Output, Ring
 from .state import ExitStatus, Outcome, Snapshot, State, decide, is_success, signal_name
 
@@ -108,6 +109,8 @@ class ServiceRunner:
         self._peers = peers
         self.log = ctx.log.bind(service=service.name)
         self.ring = Ring()
+        #: what the service said over sd_notify (a ``ready: {sd_notify: true}`` service)
+        self.notified = Notified(self.log)
         #: a disabled service stays so until an operator starts it (``enable``)
         self.state = State.DISABLED if service.disabled else State.PENDING
         self.want_up = True
@@ -165,6 +168,7 @@ class ServiceRunner:
         self.last_status = previous.last_status
         self.scheduled_runs = previous.scheduled_runs
         self.schedule_skips = previous.schedule_skips
+        self.notified.carry(previous.notified)
 
     # -- what others ask of a service ---------------------------------------
 
@@ -193,6 +197,11 @@ class ServiceRunner:
             self.next_run,
             self.scheduled_runs,
             self.schedule_skips,
+            self.notified.status,
+            self.notified.main_pid,
+            dict(self.notified.drops),
+            self.notified.watchdog_misses,
+            self.notified.main_pid_refused,
         )
 
     def usage(self) -> Mapping[str, int]:
@@ -201,8 +210,9 @@ class ServiceRunner:
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the main process group of the run going on, if any."""
-        if self._tree is not None:
+        if self._tree is not None and self._main is not None:
             self._tree.signal_group(signum)
+            self.notified.signal_main(signum, self._main.pgid)
 
     def condition_met(self, condition: str) -> bool:
         if condition == "started":
@@ -498,7 +508,10 @@ class ServiceRunner:
         )
         notify = probes.NotifyPipe() if isinstance(svc.ready, NotifyFdProbe) else None
         stdin = procs_fd = -1
+        sd: sdnotify.NotifySocket | None = None
         try:
+            if isinstance(svc.ready, SdNotifyProbe):
+                sd = sdnotify.NotifySocket(svc.name)
             self.cgroup = self._make_cgroup()
             # The files the config names are opened with the service's own
             # rights; a refused one (FileRefused, an OSError) is a failed start.
@@ -515,6 +528,7 @@ class ServiceRunner:
                 passed=self._passed_fds(notify, inherited),
                 cgroup_procs=procs_fd if procs_fd >= 0 else None,
                 listen_names=tuple(name for _, name in inherited),
+                notify_socket=None if sd is None else sd.address,
             )
             spec = childspec.build(svc, fds, pid1=self._ctx.pid1)
             if self._stopping():
@@ -524,6 +538,8 @@ class ServiceRunner:
             output.close()
             if notify is not None:
                 notify.close()
+            if sd is not None:
+                sd.close()
             self._drop_cgroup()
             if isinstance(exc, _StopWanted):
                 return None
@@ -537,6 +553,7 @@ class ServiceRunner:
                 notify.close_write_end()
         main, tree = launch.process, launch.tree
         self._main, self._tree = main, tree
+        self.notified.begin_run(tree)
         started = self.started_at = trio.current_time()
         self.log.info("service_starting", pid=main.pid, command=list(svc.command))
         pumped = trio.Event()
@@ -560,6 +577,9 @@ class ServiceRunner:
                 self.ever_started = True
                 self._notify()
                 nursery.start_soon(self._stop_on_request, tree)
+                if sd is not None:
+                    notified = self.notified
+                    nursery.start_soon(sd.serve, tree.holds, notified.deliver, notified.dropped)
                 nursery.start_soon(self._probe, launch, notify)
                 if self.cgroup is not None:
                     nursery.start_soon(self.cgroup.watch_oom, self._on_oom)
@@ -578,9 +598,12 @@ class ServiceRunner:
                 nursery.cancel_scope.cancel()
         finally:
             self._main = self._tree = None
+            self.notified.end_run()
             self.started_at = None
             if notify is not None:
                 notify.close()
+            if sd is not None:
+                sd.close()
             output.close()
             self._drop_cgroup()
             self.last_oom = self._oom_this_run > 0
@@ -686,7 +709,17 @@ class ServiceRunner:
         self.ever_ready = True
         self._set_state(State.RUNNING)
         self.log.info("service_ready", pid=launch.process.pid)
-        await self._watch_health(launch)
+        async with trio.open_nursery() as nursery:
+            if isinstance(ready, SdNotifyProbe) and ready.watchdog is not None:
+                nursery.start_soon(self._watch_watchdog, launch, ready.watchdog)
+            await self._watch_health(launch)
+
+    async def _watch_watchdog(self, launch: Launch, limit: float) -> None:
+        """Stop the run, as a failed health check does, once its pings stop for ``limit``."""
+        since = await self.notified.wait_watchdog_missed(limit)
+        self.log.error("service_watchdog_missed", watchdog=limit, since_ping=round(since, 3))
+        self._run_failed = True
+        await self._terminate(launch.tree)
 
     async def _watch_health(self, launch: Launch) -> None:
         """Run the health check until it fails ``failures`` times in a row.
@@ -724,6 +757,9 @@ class ServiceRunner:
             if await notify.wait_ready():
                 return True
             await trio.sleep_forever()  # closed without a newline: never ready
+        if isinstance(ready, SdNotifyProbe):
+            await self.notified.wait_ready()
+            return True
         while not await probes.check(ready, self._inside(launch), self._ctx.reaper):
             await trio.sleep(ready.interval)
             ready = self.service.ready  # a reload's new probe takes the next check
@@ -765,6 +801,8 @@ class ServiceRunner:
         else:
             self.log.info("service_stopping", signal=signal_name(stop_signal))
             tree.signal_group(stop_signal)
+            if self._main is not None:
+                self.notified.signal_main(stop_signal, self._main.pgid)
         deadline = min(trio.current_time() + self.service.stop_timeout, self._ctx.deadline)
         with trio.move_on_at(deadline):
             await tree.wait_gone(pass_on=None if leftovers_only else stop_signal)

@@ -10,7 +10,8 @@ import enum
 import os
 import signal
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -86,6 +87,9 @@ class Outcome(enum.Enum):
     NEVER_STARTED = "never-started"  # a dependency never reached its condition
 
 
+_NONE_DROPPED: Final[Mapping[str, int]] = MappingProxyType({})
+
+
 class Snapshot(NamedTuple):
     """One service at one moment, as the control socket and the health endpoint see it.
 
@@ -125,6 +129,17 @@ class Snapshot(NamedTuple):
     #: scheduled runs started, and times skipped because a run was still going on
     scheduled_runs: int = 0
     schedule_skips: int = 0
+    # -- sd_notify (sdnotify.py, notified.py)
+    #: the run's last ``STATUS=``, None before one (or without sd_notify)
+    notify_status: str | None = None
+    #: the ``MAINPID=`` taken in the run going on
+    notify_pid: int | None = None
+    #: datagrams dropped since tinit started, by reason
+    notify_drops: Mapping[str, int] = _NONE_DROPPED
+    #: runs stopped because their watchdog pings stopped
+    watchdog_misses: int = 0
+    #: ``MAINPID=`` refused because the pid was not of the run
+    main_pid_refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,10 @@ class ProcessTree(Protocol):
         """How many processes of the run, besides the main process, can be found now."""
         ...
 
+    def holds(self, pid: int) -> bool:
+        """Whether process ``pid`` (in tinit's PID namespace) belongs to the run now."""
+        ...
+
     async def wait_gone(self, *, pass_on: int | None = None) -> None:
         """Wait until the main process is reaped and nothing of the run is left.
 
@@ -139,6 +143,14 @@ class GroupTree:
     def count_others(self) -> int:
         return sum(1 for pid in procs.group_members(self._main.pgid) if pid != self._main.pid)
 
+    def holds(self, pid: int) -> bool:
+        if pid == self._main.pid:
+            return self._main.status is None
+        try:
+            return os.getpgid(pid) == self._main.pgid
+        except OSError:
+            return False  # gone, or never was
+
     async def wait_gone(self, *, pass_on: int | None = None) -> None:
         # pass_on has nobody to reach: a process outside the group is out of sight
         await self._main.wait()
@@ -181,6 +193,9 @@ class CgroupTree:
 
     def count_others(self) -> int:
         return sum(1 for pid in self._cgroup.pids() if pid != self._main.pid)
+
+    def holds(self, pid: int) -> bool:
+        return pid in self._cgroup.pids()
 
     async def wait_gone(self, *, pass_on: int | None = None) -> None:
         await self._main.wait()
