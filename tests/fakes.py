@@ -45,6 +45,8 @@ class FakeService:
     signals: list[int] = field(default_factory=list)
     completed: bool = False
     held: bool = False
+    notify_drops: dict[str, int] = field(default_factory=dict)
+    watchdog_misses: int = 0
 
 
 class FakeTarget:
@@ -199,6 +201,8 @@ class FakeTarget:
                     exits_total=dict(s.exits),
                     oom_kills_total=s.oom_kills,
                     log_bytes=s.log_bytes,
+                    notify_dropped_total=dict(s.notify_drops),
+                    watchdog_misses_total=s.watchdog_misses,
                 )
                 for s in self.services.values()
             ],

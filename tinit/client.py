@@ -484,7 +484,10 @@ _COLUMNS: Final = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-EXIT", "R
 def format_status(services: Sequence[dict[str, Any]]) -> str:
     """The ``tinit status`` table, one row per service, columns padded."""
     scheduled = any(s.get("next_run_in") is not None for s in services)
-    rows = [[*_COLUMNS, "PIDS", *(["NEXT-RUN"] if scheduled else [])]]
+    said = any(isinstance(s.get("status_text"), str) for s in services)
+    rows = [
+        [*_COLUMNS, "PIDS", *(["NEXT-RUN"] if scheduled else []), *(["STATUS"] if said else [])]
+    ]
     for s in services:
         rows.append(
             [
@@ -498,6 +501,7 @@ def format_status(services: Sequence[dict[str, Any]]) -> str:
                 "-" if s.get("memory") is None else format_bytes(int(s["memory"])),
                 _or_dash(s.get("pids")),
                 *([_next_run(s.get("next_run_in"))] if scheduled else []),
+                *([_status_text(s.get("status_text"))] if said else []),
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -513,6 +517,13 @@ def _next_run(seconds: object) -> str:
     if not isinstance(seconds, int | float) or isinstance(seconds, bool):
         return "-"
     return f"in {format_duration(float(seconds))}"
+
+
+def _status_text(text: object) -> str:
+    """A service's sd_notify ``STATUS=``, fit for a terminal; ``-`` without one."""
+    if not isinstance(text, str):
+        return "-"
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _or_dash(value: object) -> str:

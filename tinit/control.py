@@ -88,6 +88,12 @@ class ServiceMetrics:
     scheduled_runs_total: int = 0
     #: scheduled times skipped because the previous run still went on
     schedule_skips_total: int = 0
+    #: sd_notify datagrams dropped, by reason (sdnotify.Drop)
+    notify_dropped_total: Mapping[str, int] = field(default_factory=dict)
+    #: runs stopped because their sd_notify watchdog pings stopped
+    watchdog_misses_total: int = 0
+    #: ``MAINPID=`` refused: the pid was not of the service's run
+    main_pid_refused_total: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +118,9 @@ class ControlTarget(Protocol):
         None), ``oom_kills``; optionally ``completed`` (a oneshot that finished
         with success: counts as healthy for ``tinit status``); for a scheduled
         job ``next_run`` (ISO 8601, UTC), ``next_run_in`` (seconds),
-        ``scheduled_runs`` and ``schedule_skips``. Raises KeyError(name) for
-        an unknown service.
+        ``scheduled_runs`` and ``schedule_skips``; for a service that said
+        them over sd_notify, ``status_text`` and ``main_pid``. Raises
+        KeyError(name) for an unknown service.
         """
         ...
 

@@ -334,6 +334,28 @@ def render_metrics(metrics: Metrics) -> str:
             (({"service": s.name}, s.schedule_skips_total) for s in scheduled),
         )
     family(
+        "tinit_service_notify_dropped_total",
+        "counter",
+        "sd_notify datagrams dropped: oversized, stranger (not of the service), rate, truncated.",
+        (
+            ({"service": s.name, "reason": reason}, count)
+            for s in services
+            for reason, count in sorted(s.notify_dropped_total.items())
+        ),
+    )
+    family(
+        "tinit_service_watchdog_misses_total",
+        "counter",
+        "Runs stopped because the service's sd_notify WATCHDOG=1 pings stopped.",
+        per_service(s.watchdog_misses_total for s in services),
+    )
+    family(
+        "tinit_service_main_pid_refused_total",
+        "counter",
+        "sd_notify MAINPID= refused because the pid was not of the service's run.",
+        per_service(s.main_pid_refused_total for s in services),
+    )
+    family(
         "tinit_orphans_reaped_total",
         "counter",
         "Orphaned processes reaped by tinit (not services' main processes).",

@@ -121,6 +121,9 @@ class Operator:
                 next_run=s.next_run,
                 scheduled_runs_total=s.scheduled_runs,
                 schedule_skips_total=s.schedule_skips,
+                notify_dropped_total=s.notify_drops,
+                watchdog_misses_total=s.watchdog_misses,
+                main_pid_refused_total=s.main_pid_refused,
             )
             for s in (r.snapshot() for r in self._sup.runners.values())
         ]
@@ -200,7 +203,18 @@ def _status(snap: Snapshot, usage: Mapping[str, int], now: float, wall: float) -
         "completed": snap.completed,
         "log_bytes": snap.log_bytes,
         **_schedule_status(snap, wall),
+        **_notify_status(snap),
     }
+
+
+def _notify_status(snap: Snapshot) -> dict[str, Any]:
+    """What a service said over sd_notify: its ``STATUS=`` and ``MAINPID=``, when it did."""
+    shown: dict[str, Any] = {}
+    if snap.notify_status is not None:
+        shown["status_text"] = snap.notify_status
+    if snap.notify_pid is not None:
+        shown["main_pid"] = snap.notify_pid
+    return shown
 
 
 def _schedule_status(snap: Snapshot, wall: float) -> dict[str, Any]:

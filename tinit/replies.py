@@ -43,6 +43,8 @@ _STATUS_OPTIONAL: Final[dict[str, tuple[type, ...]]] = {
     "next_run_in": (int, float),
     "scheduled_runs": (int,),
     "schedule_skips": (int,),
+    "status_text": (str,),
+    "main_pid": (int,),
 }
 _RUN_FIELDS: Final[dict[str, tuple[type, ...]]] = {
     "ts": (int, float),

@@ -43,6 +43,8 @@ REFRESH_TIMEOUT: Final = 10.0
 NAME_WIDTH: Final = 24
 #: the widest any other cell is shown (a reply is data, not layout)
 CELL_WIDTH: Final = 32
+#: an sd_notify status line is longer than other cells, and last in its row
+STATUS_WIDTH: Final = 80
 COLUMNS: Final = (
     "NAME",
     "STATE",
@@ -144,8 +146,10 @@ def summary(sample: Sample) -> str:
 
 def table_lines(services: Sequence[Mapping[str, Any]], cpu: Mapping[str, float]) -> list[str]:
     """The header and one row per service, in columns padded to their widest cell."""
-    rows = [list(COLUMNS), *(_row(s, cpu) for s in services)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    said = any(isinstance(s.get("status_text"), str) for s in services)
+    rows = [[*COLUMNS, *(["STATUS"] if said else [])]]
+    rows.extend([*_row(s, cpu), *([_said(s)] if said else [])] for s in services)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
@@ -168,6 +172,12 @@ def _row(service: Mapping[str, Any], cpu: Mapping[str, float]) -> list[str]:
         "-" if memory is None else format_bytes(max(memory, 0)),
         _or_dash(_int(service.get("pids"))),
     ]
+
+
+def _said(service: Mapping[str, Any]) -> str:
+    """The service's sd_notify ``STATUS=`` (the last column: the line's end cuts it)."""
+    text = service.get("status_text")
+    return _clean(text, STATUS_WIDTH) if isinstance(text, str) else "-"
 
 
 def _clean(value: object, width: int = CELL_WIDTH) -> str:
