@@ -6,7 +6,7 @@ service runner keeps of them: per run, whether ``READY=1`` came, the last
 runs, the counters that status and /metrics show.
 
 ``MAINPID=N`` is taken only when N belongs to the run (its cgroup, or
-without cgroups its main process's group), and then only for what tinit can
+without cgroups its main process's session), and then only for what tinit can
 do with a process that is not its child: it is shown in status, and signals
 for the service (``tinit signal``, the stop signal) reach it as well as the
 main process's group. The run still lasts as long as tinit's own child and

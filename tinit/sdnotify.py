@@ -16,7 +16,7 @@ Choices:
   ``SO_PASSCRED`` makes the kernel attach the sender's pid, translated into
   tinit's PID namespace, and a message counts only when that pid belongs to
   the run (``ProcessTree.holds``: its cgroup, or without cgroups its main
-  process's group). Others are dropped and counted.
+  process's session). Others are dropped and counted.
 - **A fresh socket per run**, closed when the run is over, when nothing of
   the run is left. What a previous run sent but tinit had not read goes with
   its socket, so it can never mark the next run ready.

@@ -144,10 +144,11 @@ class GroupTree:
         return sum(1 for pid in procs.group_members(self._main.pgid) if pid != self._main.pid)
 
     def holds(self, pid: int) -> bool:
-        if pid == self._main.pid:
-            return self._main.status is None
+        # The main process's session, which its group is part of: every run
+        # starts one (spawn.py), only its own processes can be in it, and it
+        # also holds what ``pid: private`` runs in a group of its own.
         try:
-            return os.getpgid(pid) == self._main.pgid
+            return os.getsid(pid) == self._main.pid
         except OSError:
             return False  # gone, or never was
 
