@@ -185,6 +185,8 @@ def test_watchdog_missed_restarts_the_service(tmp_path: Path) -> None:
 
 HOSTILE = """
 import array, os, socket, sys, time
+while not os.path.exists(sys.argv[4]):
+    time.sleep(0.05)
 address = "\\0" + open(sys.argv[1]).read().strip()[1:]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.settimeout(2)
@@ -227,20 +229,25 @@ def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def test_a_hostile_sender_is_dropped_counted_and_leaks_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cgroups", ["auto", "off"])
+def test_a_hostile_sender_is_dropped_counted_and_leaks_nothing(
+    tmp_path: Path, cgroups: str
+) -> None:
     address, go, done = tmp_path / "address", tmp_path / "go", tmp_path / "done"
+    attack = tmp_path / "attack"
     (tmp_path / "hostile.py").write_text(HOSTILE)
     (tmp_path / "victim.py").write_text(VICTIM)
     config = write_config(
         tmp_path,
         f"""
         version: 1
+        settings: {{cgroups: {cgroups}}}
         services:
           victim:
             command: [PYTHON, "{tmp_path / "victim.py"}", "{address}", "{go}"]
             ready: {{sd_notify: true, start_timeout: null}}
           hostile:
-            command: [PYTHON, "{tmp_path / "hostile.py"}", "{address}", "3", "{done}"]
+            command: [PYTHON, "{tmp_path / "hostile.py"}", "{address}", "3", "{done}", "{attack}"]
             depends_on: {{victim: started}}
         """,
     )
@@ -248,7 +255,9 @@ def test_a_hostile_sender_is_dropped_counted_and_leaks_nothing(tmp_path: Path) -
     try:
         assert wait_for(address.exists, 10)
         assert wait_for(lambda: status(tinit)["hostile"]["state"] == "running", 10)
+        time.sleep(0.2)
         before = _fds(tinit.pid)
+        attack.touch()
         slowest = 0.0
         while not done.exists():
             began = time.monotonic()
@@ -264,6 +273,10 @@ def test_a_hostile_sender_is_dropped_counted_and_leaks_nothing(tmp_path: Path) -
         go.touch()  # the service itself still gets through once the flood is over
         assert wait_for(lambda: status(tinit)["victim"]["ready"], 10)
         assert status(tinit)["victim"]["status_text"] == "really ready"
+        socket_name = address.read_text().strip()[1:]
+        assert socket_name in Path("/proc/net/unix").read_text()
+        assert cli(tinit, "stop", "victim").returncode == 0
+        assert socket_name not in Path("/proc/net/unix").read_text()  # gone with its service
     finally:
         result = stop(tinit)
     reasons = {e["reason"] for e in result.named("service_notify_dropped", "victim")}
@@ -325,5 +338,100 @@ def test_postgres_is_ready_when_it_says_so(tmp_path: Path) -> None:
         notified = result.named("service_notify_ready", "db")
         assert notified, "postgres never sent READY=1"
         assert not result.named("service_notify_dropped", "db")
+        # postgres says STOPPING=1 as it shuts down: noted, nothing more
+        assert [e["state"] for e in result.named("service_notify_state", "db")] == ["stopping"]
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+#: a Python that user nobody may run (the tests' own may live under /root)
+SYSTEM_PYTHON = "/usr/bin/python3"
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="per-service namespaces need root")
+@pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK), reason="needs /usr/bin/python3")
+@pytest.mark.parametrize("cgroups", ["auto", "off"])
+def test_a_service_in_namespaces_of_its_own_reaches_its_socket(
+    tmp_path: Path, cgroups: str
+) -> None:
+    """Its own mount and PID namespaces, another user, / read-only: READY=1 still gets through.
+
+    The sender's pid reaches tinit in tinit's own PID namespace, so the run
+    still recognises it, with its cgroup or (cgroups off) its process group.
+    """
+    send = (
+        "import os, socket, time; a = os.environ['NOTIFY_SOCKET'];"
+        " s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM);"
+        " s.sendto(b'STATUS=inside uid %d' % os.getuid() + bytes([10]) + b'READY=1', chr(0) + a[1:]);"
+        " time.sleep(600)"
+    )
+    config = write_config(
+        tmp_path,
+        f"""
+        version: 1
+        settings: {{cgroups: {cgroups}}}
+        services:
+          app:
+            command: [{SYSTEM_PYTHON}, -c, "{send}"]
+            user: nobody
+            ready: {{sd_notify: true, start_timeout: 20s}}
+            namespaces:
+              private_tmp: true
+              read_only_paths: [/]
+              pid: private
+        """,
+    )
+    tinit = start(config)
+    try:
+        assert wait_for(lambda: status(tinit)["app"]["ready"], 20)
+        assert status(tinit)["app"]["status_text"] == f"inside uid {NOBODY}"
+    finally:
+        result = stop(tinit)
+    assert not result.named("service_notify_dropped", "app")
+
+
+MAIN_ELSEWHERE = """
+import os, signal, socket, sys, time
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.setsid()  # out of the main process's group: only its cgroup still holds it
+    signal.signal(signal.SIGUSR1, lambda *a: open(sys.argv[1], "w").write("usr1"))
+    os.write(w, b"x")
+    while True:
+        time.sleep(1)
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+os.read(r, 1)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(f"MAINPID={child}\\nREADY=1".encode(), "\\0" + os.environ["NOTIFY_SOCKET"][1:])
+time.sleep(600)
+"""
+
+
+def test_mainpid_of_the_run_is_shown_and_signalled(tmp_path: Path) -> None:
+    script, got = tmp_path / "main.py", tmp_path / "got"
+    script.write_text(MAIN_ELSEWHERE)
+    config = write_config(
+        tmp_path,
+        f"""
+        version: 1
+        services:
+          app:
+            command: [PYTHON, "{script}", "{got}"]
+            ready: {{sd_notify: true}}
+        """,
+    )
+    tinit = start(config)
+    try:
+        assert wait_for(lambda: status(tinit)["app"]["ready"], 10)
+        app = status(tinit)["app"]
+        if '"cgroups_ready"' not in tinit.stderr_so_far():
+            pytest.skip("no cgroups here: a process outside the main session is not of the run")
+        assert app["main_pid"] != app["pid"]
+        assert cli(tinit, "signal", "SIGUSR1", "app").returncode == 0
+        assert wait_for(got.exists, 5)
+    finally:
+        result = stop(tinit)
+    taken = result.named("service_main_pid", "app")
+    assert taken and taken[0]["pid"] == app["main_pid"]
