@@ -640,6 +640,28 @@ services:
     assert "depends_on" not in comments_above(text, "b")
 
 
+def test_sd_notify_has_no_equivalent_and_says_so(tmp_path: Path) -> None:
+    """No readiness probe, no watchdog: both are named, and a dependent waits for the start."""
+    config = load(
+        tmp_path,
+        """
+version: 1
+services:
+  db: {command: [sleep, infinity], ready: {sd_notify: true, watchdog: 30s}}
+  web: {command: [sleep, infinity], depends_on: {db: ready}}
+""",
+    )
+    text, obj = export_objects(config)
+    sidecar = containers(obj)["db"]
+    assert not set(PROBES) & sidecar.keys()
+    above = comments_above(text, "db")
+    assert "# tinit: ready.sd_notify: " in above
+    assert "# tinit: ready.watchdog: 30s: dropped" in above
+    assert "depends_on.db: ready: Kubernetes can't see db's sd_notify" in comments_above(
+        text, "web"
+    )
+
+
 def test_a_config_of_oneshots_ends_with_an_app_container(tmp_path: Path) -> None:
     """A pod needs an app container: the last oneshot, which nothing waits for, is it."""
     config = load(

@@ -92,6 +92,18 @@ def test_a_notify_fd_probe_is_part_of_the_process() -> None:
     assert not needs_restart(notify, notify)
 
 
+def test_an_sd_notify_probe_is_part_of_the_process() -> None:
+    """NOTIFY_SOCKET and WATCHDOG_USEC are given at the start: a change of either restarts."""
+    notify = service(BASE.replace('tcp: "127.0.0.1:8080"', "sd_notify: true"))
+    watched = service(BASE.replace('tcp: "127.0.0.1:8080"', "sd_notify: true, watchdog: 5s"))
+    longer = service(BASE.replace('tcp: "127.0.0.1:8080"', "sd_notify: true, watchdog: 9s"))
+    assert needs_restart(service(), notify)
+    assert needs_restart(notify, service())
+    assert needs_restart(notify, watched)
+    assert needs_restart(watched, longer)
+    assert not needs_restart(watched, watched)
+
+
 def test_an_unclassified_difference_is_a_restart(monkeypatch: pytest.MonkeyPatch) -> None:
     """The safe side, should a key ever miss the table."""
     partial = {k: v for k, v in ON_RELOAD.items() if k != "stop_timeout"}
