@@ -196,7 +196,10 @@ class CgroupTree:
         return sum(1 for pid in self._cgroup.pids() if pid != self._main.pid)
 
     def holds(self, pid: int) -> bool:
-        return pid in self._cgroup.pids()
+        try:
+            return pid in self._cgroup.pids()
+        except OSError:
+            return False  # unreadable: nothing can be vouched for
 
     async def wait_gone(self, *, pass_on: int | None = None) -> None:
         await self._main.wait()
