@@ -209,7 +209,8 @@ class ServiceRunner:
         return self.cgroup.stats() if self.cgroup is not None else {}
 
     def signal(self, signum: int) -> None:
-        """Send ``signum`` to the main process group of the run going on, if any."""
+        """Send ``signum`` to the main process group of the run going on, if any,
+        and to the ``MAINPID=`` it named over sd_notify when that is outside the group."""
         if self._tree is not None and self._main is not None:
             self._tree.signal_group(signum)
             self.notified.signal_main(signum, self._main.pgid)
