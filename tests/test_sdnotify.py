@@ -5,6 +5,8 @@ from __future__ import annotations
 import array
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import trio
@@ -51,7 +53,7 @@ def test_the_socket_authenticates_bounds_and_closes_what_it_is_sent() -> None:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
-                    sd.serve, lambda pid: trusted["yes"] and pid == me, _deliver, dropped.append
+                    sd.serve, lambda pid: trusted["yes"] and pid == me, _deliver, dropped.append, 1
                 )
                 peer.sendto(b"STATUS=one", target)
                 peer.sendto(b"x" * (sdnotify.MAX_MESSAGE + 1), target)
@@ -95,7 +97,11 @@ def test_a_flood_is_cut_to_the_budget() -> None:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
-                    sd.serve, lambda pid: True, lambda m, pid: delivered.append(m), dropped.append
+                    sd.serve,
+                    lambda pid: True,
+                    lambda m, pid: delivered.append(m),
+                    dropped.append,
+                    os.getpid(),
                 )
                 with trio.move_on_after(1.0):
                     while True:
@@ -117,3 +123,59 @@ def test_a_flood_is_cut_to_the_budget() -> None:
     # one second: the burst and a second's tokens at most, the rest dropped
     assert len(delivered) <= sdnotify.BURST + 1.5 * sdnotify.RATE
     assert dropped and set(dropped) == {Drop.RATE}
+
+
+FLOOD = """
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.settimeout(0.5)
+end = time.monotonic() + 2.5
+while time.monotonic() < end:
+    try:
+        s.sendto(b"READY=1", "\\0" + sys.argv[1][1:])
+    except OSError:
+        pass
+"""
+
+#: the main process: once the flood is on, one READY=1 through the same full queue
+MAIN = """
+import socket, sys, time
+time.sleep(0.7)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(b"READY=1", "\\0" + sys.argv[1][1:])
+time.sleep(0.5)
+"""
+
+
+def test_a_strangers_flood_does_not_crowd_out_the_main_process() -> None:
+    """The main process's budget is its own: its READY=1 gets through a flood from outside."""
+    delivered: list[tuple[Message, int]] = []
+    dropped: list[Drop] = []
+    sd = NotifySocket("crowded")
+    floods = [subprocess.Popen([sys.executable, "-c", FLOOD, sd.address]) for _ in range(3)]
+    sender = subprocess.Popen([sys.executable, "-c", MAIN, sd.address])
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                sd.serve,
+                lambda pid: pid == sender.pid,
+                lambda m, pid: delivered.append((m, pid)),
+                dropped.append,
+                sender.pid,
+            )
+            with trio.move_on_after(3.0):
+                while not delivered:
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    finally:
+        for process in (*floods, sender):
+            process.kill()
+            process.wait()
+        sd.close()
+    assert [pid for _, pid in delivered] == [sender.pid]
+    assert Drop.RATE in dropped and Drop.STRANGER in dropped

@@ -22,10 +22,13 @@ Choices:
   its socket, so it can never mark the next run ready.
 - **Bounded**: a datagram over :data:`MAX_MESSAGE` bytes is dropped whole
   (4 KiB holds every field systemd defines many times over, and a status
-  line longer than :data:`MAX_STATUS` is cut anyway); a token bucket per
-  run (:data:`RATE`, :data:`BURST`) bounds the datagrams looked at, and
-  beyond it the queue is drained unread and counted, at most once per token
-  regained, so a flooding sender costs tinit a few syscalls per refill.
+  line longer than :data:`MAX_STATUS` is cut anyway); token buckets per
+  run (:data:`RATE`, :data:`BURST`) bound the datagrams looked at, and
+  beyond them the queue is drained unread and counted, at most once per token
+  regained, so a flooding sender costs tinit a few syscalls per refill. The
+  run's main process has a bucket of its own: it is tinit's child, so its
+  pid can't be taken by another process until tinit reaps it, and no
+  stranger's flood can spend its budget.
 - **Descriptors are never kept**: tinit has no fd store; the fds of any
   ``SCM_RIGHTS`` are closed at once (which is also how ``BARRIER=1`` is
   acknowledged), and a datagram with more than :data:`MAX_FDS` of them, whose
@@ -196,9 +199,14 @@ class NotifySocket:
         holds: Callable[[int], bool],
         deliver: Callable[[Message, int], None],
         dropped: Callable[[Drop], None],
+        main: int,
     ) -> NoReturn:
-        """Read datagrams forever: each from a process that ``holds`` accepts is delivered."""
-        bucket = Bucket(RATE, BURST, trio.current_time())
+        """Read datagrams forever: each from a process that ``holds`` accepts is delivered.
+
+        ``main`` is the run's main process, whose datagrams spend a budget of their own.
+        """
+        now = trio.current_time()
+        buckets = {True: Bucket(RATE, BURST, now), False: Bucket(RATE, BURST, now)}
         while True:
             await trio.lowlevel.wait_readable(self._sock)
             for _ in range(_BATCH):
@@ -206,7 +214,7 @@ class NotifySocket:
                 if datagram is None:
                     break
                 try:
-                    reason = self._judge(datagram, bucket, holds)
+                    reason = self._judge(datagram, buckets[datagram.pid == main], holds)
                     if reason is not None:
                         dropped(reason)
                     elif datagram.pid is not None:
@@ -215,7 +223,7 @@ class NotifySocket:
                     # After the sender was checked: closing is what ends its
                     # wait for BARRIER=1, and then it may exit at once.
                     self.fds_closed += _close_all(datagram.fds)
-            pause = bucket.wait()
+            pause = max(bucket.wait() for bucket in buckets.values())
             if pause > 0:
                 await trio.sleep(pause)  # out of budget: what queues meanwhile is drained next
             else:

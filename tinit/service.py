@@ -580,7 +580,9 @@ class ServiceRunner:
                 nursery.start_soon(self._stop_on_request, tree)
                 if sd is not None:
                     notified = self.notified
-                    nursery.start_soon(sd.serve, tree.holds, notified.deliver, notified.dropped)
+                    nursery.start_soon(
+                        sd.serve, tree.holds, notified.deliver, notified.dropped, main.pid
+                    )
                 nursery.start_soon(self._probe, launch, notify)
                 if self.cgroup is not None:
                     nursery.start_soon(self.cgroup.watch_oom, self._on_oom)
