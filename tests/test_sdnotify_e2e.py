@@ -140,14 +140,16 @@ def test_systemd_notify_ready_and_status(tmp_path: Path) -> None:
         version: 1
         services:
           app:
-            command: "sh -c 'systemd-notify --status=\\"starting up\\"; sleep 0.5; systemd-notify --ready --status=\\"serving requests\\"; exec sleep 600'"
+            command: "sh -c 'systemd-notify --status=\\"starting up\\"; sleep 0.5; systemd-notify --ready --pid=$$$$ --status=\\"serving requests\\"; exec sleep 600'"
             ready: {sd_notify: true, start_timeout: 30s}
         """,
     )
     tinit = start(config)
     try:
         assert wait_for(lambda: status(tinit)["app"]["ready"], 20)
-        assert status(tinit)["app"]["status_text"] == "serving requests"
+        app = status(tinit)["app"]
+        assert app["status_text"] == "serving requests"
+        assert app["main_pid"] == app["pid"]  # --pid named the shell, the main process itself
     finally:
         result = stop(tinit)
     assert not result.named("service_notify_dropped", "app")

@@ -19,6 +19,7 @@ import pytest
 from tests.nsrun import ROOT, Tinit, tinit_argv, wait_for
 from tests.svcrun import control_path, finish, start, write_config
 from tinit import watch
+from tinit.client import format_status
 from tinit.errors import ControlError
 from tinit.watch import Sample, View
 
@@ -75,6 +76,19 @@ def test_table_columns_line_up_and_show_dashes_for_what_is_missing() -> None:
         assert web[at - 1] == " " and web[at] != " "  # each cell starts under its heading
     assert web.split() == ["web", "running", "42", "1m15s", "3", "1", "yes", "12.3%", "5.0M", "2"]
     assert worker.split() == ["worker", "stopped", "-", "-", "3", "1", "yes", "-", "-", "-"]
+
+
+def test_an_sd_notify_status_is_a_last_column_of_its_own() -> None:
+    """Shown only when a service has one; a terminal escape in it is defused."""
+    said = {**service("db"), "status_text": "ready: \x1b[2J accepting connections"}
+    header, db, web = watch.table_lines([said, service("web")], {})
+    assert header.split() == [*watch.COLUMNS, "STATUS"]
+    assert db.endswith("ready: ?[2J accepting connections")
+    assert web.endswith(" -")
+    assert "STATUS" not in watch.table_lines([service("web")], {})[0]
+    table = format_status([said, service("web")])
+    assert table.splitlines()[0].split()[-1] == "STATUS"
+    assert "\x1b" not in table and "accepting connections" in table
 
 
 def test_render_cuts_lines_to_the_width_and_rows_to_the_height() -> None:
