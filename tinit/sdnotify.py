@@ -98,31 +98,37 @@ class Message:
 
 
 def parse(data: bytes) -> Message:
-    """The fields tinit acts on in a datagram of ``KEY=VALUE`` lines; the rest is ignored."""
-    fields: dict[str, object] = {}
+    """The fields tinit acts on in a datagram of ``KEY=VALUE`` lines; a later line wins.
+
+    Plain locals, not a value rebuilt per line: a 4 KiB datagram can hold
+    hundreds of lines, and this runs for every one let through.
+    """
+    ready = watchdog = trigger = stopping = reloading = False
+    status: str | None = None
+    main_pid: int | None = None
+    errno: int | None = None
     for line in data.split(b"\n"):
         key, sep, value = line.partition(b"=")
         if not sep:
             continue
         match key:
             case b"READY":
-                fields["ready"] = value == b"1"
+                ready = value == b"1"
             case b"STATUS":
-                fields["status"] = printable(value)
+                status = printable(value)
             case b"WATCHDOG":
-                fields["watchdog"] = value == b"1"
-                fields["watchdog_trigger"] = value == b"trigger"
+                watchdog, trigger = value == b"1", value == b"trigger"
             case b"MAINPID":
-                fields["main_pid"] = _number(value, _MAX_PID)
+                main_pid = _number(value, _MAX_PID)
             case b"STOPPING":
-                fields["stopping"] = value == b"1"
+                stopping = value == b"1"
             case b"RELOADING":
-                fields["reloading"] = value == b"1"
+                reloading = value == b"1"
             case b"ERRNO":
-                fields["errno"] = _number(value, 4096)
+                errno = _number(value, 4096)
             case _:
                 pass  # FDSTORE, BARRIER, EXTEND_TIMEOUT_USEC...: nothing of tinit's
-    return Message(**fields)  # type: ignore[arg-type]
+    return Message(ready, status, watchdog, trigger, main_pid, stopping, reloading, errno)
 
 
 def printable(value: bytes) -> str:
