@@ -19,6 +19,10 @@ from tinit.config._units import (
     parse_size,
 )
 from tinit.config.model import (
+    DEFAULT_ROTATE_KEEP,
+    MAX_ROTATE_KEEP,
+    MAX_ROTATE_SIZE,
+    MIN_ROTATE_SIZE,
     NETWORKS,
     PIDS,
     PROBE_KINDS,
@@ -27,6 +31,7 @@ from tinit.config.model import (
     ExecProbe,
     HttpProbe,
     Limits,
+    LogRotation,
     Namespaces,
     NotifyFdProbe,
     Probe,
@@ -57,6 +62,7 @@ BACKOFF_KEYS: Final = tuple(Backoff.__dataclass_fields__)
 LIMITS_KEYS: Final = tuple(Limits.__dataclass_fields__)
 CAPABILITIES_KEYS: Final = tuple(Capabilities.__dataclass_fields__)
 NAMESPACES_KEYS: Final = tuple(Namespaces.__dataclass_fields__)
+ROTATION_KEYS: Final = tuple(LogRotation.__dataclass_fields__)
 DEFAULT_BACKOFF: Final = Backoff()
 
 
@@ -237,3 +243,18 @@ class SectionReader(ScalarReader):
 
     def _absolute_list(self, node: yaml.Node, path: str) -> tuple[str, ...]:
         return tuple(self.reader.items(node, path, self._absolute))
+
+    def _log_rotation(self, node: yaml.Node, path: str) -> LogRotation:
+        r = self.reader
+        f = r.fields(node, path, ROTATION_KEYS)
+        if f.node("max_size") is None:
+            r.fail(node, f"{path}.max_size", "is missing; write the size a file rotates at (10M)")
+        keep = f.get("keep", lambda n, p: r.integer(n, p, 1, MAX_ROTATE_KEEP), DEFAULT_ROTATE_KEEP)
+        return LogRotation(max_size=f.get("max_size", self._rotate_size, 0), keep=keep)
+
+    def _rotate_size(self, node: yaml.Node, path: str) -> int:
+        size = self.reader.parsed(node, path, parse_size, "a size")
+        if not MIN_ROTATE_SIZE <= size <= MAX_ROTATE_SIZE:
+            bounds = f"between 4K ({MIN_ROTATE_SIZE} bytes) and 1T"
+            self.reader.fail(node, path, f"must be {bounds}, got {node.value}")
+        return size

@@ -23,7 +23,7 @@ from tinit.config.model import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from tinit.config.model import Config, Probe, Service, Settings
+    from tinit.config.model import Config, LogRotation, Probe, Service, Settings
 
 __all__ = ["to_document"]
 
@@ -71,6 +71,7 @@ def _settings_document(settings: Settings) -> dict[str, Any]:
         "forward_signals": [format_signal(s) for s in settings.forward_signals],
         "exit_code_remap": dict(settings.exit_code_remap),
         "isolate": settings.isolate,
+        "log_rotation": _rotation_document(settings.log_rotation),
     }
 
 
@@ -127,7 +128,14 @@ def _service_document(s: Service, groups: dict[str, list[str]]) -> dict[str, Any
         "schedule": _schedule_document(s),
         "run_at_start": s.run_at_start,
         "inherit_fds": list(s.inherit_fds),
+        "log_rotation": _rotation_document(s.log_rotation),
     }
+
+
+def _rotation_document(rotation: LogRotation | None) -> dict[str, Any] | None:
+    if rotation is None:
+        return None
+    return {"max_size": format_size(rotation.max_size), "keep": rotation.keep}
 
 
 def _dependencies(depends_on: Mapping[str, str], groups: dict[str, list[str]]) -> dict[str, str]:

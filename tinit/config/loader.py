@@ -39,6 +39,7 @@ from tinit.config.model import (
     ExecProbe,
     HttpProbe,
     Limits,
+    LogRotation,
     Namespaces,
     NotifyFdProbe,
     Schedule,
@@ -148,6 +149,7 @@ class _Loader(ReplicaReader, SectionReader):
         super().__init__(reader, base, offline)
         self.settings = Settings()
         self.shutdown_timeout_node: yaml.Node | None = None
+        self.log_rotation_node: yaml.Node | None = None
 
     def load(self, text: str) -> Config | None:
         """The Config, or None when the file is too broken to say more."""
@@ -174,6 +176,7 @@ class _Loader(ReplicaReader, SectionReader):
         check_dependencies(r, drafts)
         if not check_cycles(r, drafts):
             check_shutdown_budget(r, drafts, self.settings, self.shutdown_timeout_node)
+        self._check_rotations(drafts)
         services = {name: draft.service for name, draft in drafts.items()}
         return Config(
             r.file, 1, self.settings, MappingProxyType(services), MappingProxyType(replicated)
@@ -192,6 +195,7 @@ class _Loader(ReplicaReader, SectionReader):
         r = self.reader
         f = r.fields(node, path, SETTINGS_KEYS)
         self.shutdown_timeout_node = f.node("shutdown_timeout")
+        self.log_rotation_node = f.node("log_rotation")
         default = Settings()
         return Settings(
             shutdown_timeout=f.get("shutdown_timeout", self._duration(positive=True), 9.0),
@@ -204,6 +208,7 @@ class _Loader(ReplicaReader, SectionReader):
             forward_signals=f.get("forward_signals", self._forward_signals, DEFAULT_FORWARD),
             exit_code_remap=f.get("exit_code_remap", self._remap, default.exit_code_remap),
             isolate=f.get("isolate", self._isolate, False),
+            log_rotation=f.nullable("log_rotation", self._log_rotation, None),
         )
 
     def _cgroups(self, node: yaml.Node, path: str) -> Literal["auto", "required", "off"]:
@@ -296,6 +301,7 @@ class _Loader(ReplicaReader, SectionReader):
         no_command: Command = ((), ())
         command, source = f.get("command", lambda n, p: self._command(n, p, shell, run), no_command)
         dependencies: dict[str, _Dependency] = f.get("depends_on", self._depends_on, {})
+        output = f.get("output", self._output, self.settings.output)
         service = Service(
             name=name,
             command=command,
@@ -310,7 +316,7 @@ class _Loader(ReplicaReader, SectionReader):
             clear_env=clear_env,
             environment=MappingProxyType(environment),
             stdin=f.nullable("stdin", self._path, None),
-            output=f.get("output", self._output, self.settings.output),
+            output=output,
             oneshot=oneshot,
             restart=f.get("restart", lambda n, p: r.choice(n, p, RESTARTS), "on-failure"),
             success_exit_codes=f.get("success_exit_codes", self._exit_codes, frozenset({0})),
@@ -331,6 +337,7 @@ class _Loader(ReplicaReader, SectionReader):
             schedule=f.nullable("schedule", self._job_schedule, None),
             run_at_start=f.get("run_at_start", r.boolean, False),
             inherit_fds=f.get("inherit_fds", self._inherit_fds, ()),
+            log_rotation=self._service_rotation(f, output),
         )
         service = self._replication(service, f, replica)
         nodes = {dep: (name_node, node) for dep, (_, name_node, node) in dependencies.items()}
@@ -339,6 +346,38 @@ class _Loader(ReplicaReader, SectionReader):
         explicit = service.stop_timeout if "stop_timeout" in f.entries else None
         self._check_schedule(service, f)
         return Draft(self._check_oneshot(service, f), entry.key_node, nodes, explicit)
+
+    def _service_rotation(self, f: Fields, output: str) -> LogRotation | None:
+        """The service's own ``log_rotation``, else the settings' one; only for a file."""
+        to_file = output.startswith("file:")
+        rotation = f.nullable(
+            "log_rotation", self._log_rotation, self.settings.log_rotation if to_file else None
+        )
+        if rotation is not None and not to_file:
+            why = f"rotates a file output, and output is {output}"
+            fix = "set output: file:/path, or remove log_rotation"
+            self.reader.report(f.node("log_rotation"), f"{f.path}.log_rotation", f"{why}; {fix}")
+        return rotation
+
+    def _check_rotations(self, drafts: Mapping[str, Draft]) -> None:
+        """One file, one rotation: services sharing a file must rotate it alike.
+
+        A ``settings.log_rotation`` that no service's output can use is said too.
+        """
+        by_file: dict[str, LogRotation | None] = {}
+        for name, draft in drafts.items():
+            service = draft.service
+            if not service.output.startswith("file:"):
+                continue
+            first = by_file.setdefault(service.output, service.log_rotation)
+            if first != service.log_rotation:
+                path = f"services.{service.replica_of or name}.log_rotation"
+                why = f"differs from that of another service writing to {service.output[5:]}"
+                message = f"{why}; services sharing a file must rotate it alike"
+                self.reader.report(draft.name_node, path, message)
+        if self.settings.log_rotation is not None and not by_file:
+            why = "no service writes to a file (output: file:/path), so nothing is rotated"
+            self.reader.report(self.log_rotation_node, "settings.log_rotation", why, warning=True)
 
     def _check_network(self, service: Service, f: Fields) -> None:
         """tcp, http probes and sd_notify's socket are in tinit's network: `network: none` has

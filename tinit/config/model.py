@@ -40,6 +40,11 @@ DEFAULT_FORWARD: Final = (int(signal.SIGUSR1), int(signal.SIGUSR2), int(signal.S
 MAX_REPLICAS: Final = 100
 #: the variable that tells an instance of a replicated service its number
 REPLICA_VAR: Final = "TINIT_REPLICA"
+#: the bounds of ``log_rotation``: the smallest file worth rotating, and the most kept
+MIN_ROTATE_SIZE: Final = 4096
+MAX_ROTATE_SIZE: Final = 1 << 40
+MAX_ROTATE_KEEP: Final = 1000
+DEFAULT_ROTATE_KEEP: Final = 5
 
 
 def replica_name(base: str, number: int) -> str:
@@ -157,6 +162,19 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True)
+class LogRotation:
+    """When a ``file:`` output is rotated, and how many old files are kept.
+
+    Before a write would take the file past ``max_size`` bytes it becomes
+    ``PATH.1`` (``PATH.1`` becomes ``PATH.2``, and so on), ``PATH.keep`` is
+    dropped and a new ``PATH`` is started (tinit/rotation.py).
+    """
+
+    max_size: int
+    keep: int = DEFAULT_ROTATE_KEEP
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
     """One service, every default filled in.
 
@@ -215,6 +233,8 @@ class Service:
     #: fds tinit was handed that this service gets, from 3 in this order:
     #: numbers, or socket-activation names (listenfds.py)
     inherit_fds: tuple[int | str, ...] = ()
+    #: rotation of a ``file:`` output; None for other outputs, or switched off
+    log_rotation: LogRotation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +251,8 @@ class Settings:
     forward_signals: tuple[int, ...] = DEFAULT_FORWARD
     exit_code_remap: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
     isolate: bool | Literal["net"] = False
+    #: the rotation of every service whose output is a file, unless it sets its own
+    log_rotation: LogRotation | None = None
 
 
 @dataclass(frozen=True, slots=True)

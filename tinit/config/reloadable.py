@@ -61,6 +61,8 @@ ON_RELOAD: Final[Mapping[str, OnReload]] = MappingProxyType(
         "inherit_fds": _RESTART,
         # the run's pipes are made for one output mode when it starts
         "output": _RESTART,
+        # the rotation of a file is set when a run opens it
+        "log_rotation": _RESTART,
         # the argv is ``command``; this is only how the file wrote it
         "source_command": _IN,
         # tinit's policy, read by the runner when it needs it
