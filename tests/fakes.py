@@ -40,6 +40,7 @@ class FakeService:
     pids: int | None = 1
     oom_kills: int = 0
     log_bytes: int = 0
+    log_rotations: int = 0
     started: float = field(default_factory=time.monotonic)
     exits: dict[str, int] = field(default_factory=dict)
     signals: list[int] = field(default_factory=list)
@@ -106,6 +107,7 @@ class FakeTarget:
                 "pids": s.pids,
                 "oom_kills": s.oom_kills,
                 "log_bytes": s.log_bytes,
+                "log_rotations": s.log_rotations,
                 **({"completed": True} if s.completed else {}),
                 **({"held": True} if s.held else {}),
             }
@@ -203,6 +205,7 @@ class FakeTarget:
                     log_bytes=s.log_bytes,
                     notify_dropped_total=dict(s.notify_drops),
                     watchdog_misses_total=s.watchdog_misses,
+                    log_rotations_total=s.log_rotations,
                 )
                 for s in self.services.values()
             ],

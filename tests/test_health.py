@@ -138,6 +138,7 @@ async def test_metrics_parse_and_carry_every_value(target: FakeTarget) -> None:
     with trio.fail_after(10):
         web = target.services["web"]
         web.restarts, web.oom_kills, web.log_bytes = 3, 1, 4096
+        web.log_rotations = 5
         web.exits = {"0": 2, "1": 1, "SIGKILL": 1}
         web.notify_drops, web.watchdog_misses = {"stranger": 5, "rate": 900}, 2
         worker = target.services["worker"]
@@ -172,6 +173,8 @@ async def test_metrics_parse_and_carry_every_value(target: FakeTarget) -> None:
         assert one("tinit_service_notify_dropped_total", service="web", reason="rate") == 900
         assert one("tinit_service_watchdog_misses_total", service="web") == 2
         assert one("tinit_service_main_pid_refused_total", service="worker") == 0
+        assert one("tinit_service_log_rotations_total", service="web") == 5
+        assert one("tinit_service_log_rotations_total", service="worker") == 0
         assert one("tinit_orphans_reaped_total") == 7
         assert one("tinit_uptime_seconds") == 12.5
         kinds = {name: f.type for name, f in families.items()}
@@ -185,6 +188,7 @@ async def test_metrics_parse_and_carry_every_value(target: FakeTarget) -> None:
             "tinit_service_notify_dropped": "counter",
             "tinit_service_watchdog_misses": "counter",
             "tinit_service_main_pid_refused": "counter",
+            "tinit_service_log_rotations": "counter",
             "tinit_orphans_reaped": "counter",
             "tinit_uptime_seconds": "gauge",
         }

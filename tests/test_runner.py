@@ -780,6 +780,7 @@ async def test_what_operators_read_of_a_runner(autojump_clock: trio.testing.Mock
             "oom_kills": 0,
             "completed": False,
             "log_bytes": h.runner.ring.size,
+            "log_rotations": 0,
         }
     ]
     assert h.runner.ring.size > 0

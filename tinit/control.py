@@ -94,6 +94,8 @@ class ServiceMetrics:
     watchdog_misses_total: int = 0
     #: ``MAINPID=`` refused: the pid was not of the service's run
     main_pid_refused_total: int = 0
+    #: rotations of its ``file:`` output
+    log_rotations_total: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +121,9 @@ class ControlTarget(Protocol):
         with success: counts as healthy for ``tinit status``); for a scheduled
         job ``next_run`` (ISO 8601, UTC), ``next_run_in`` (seconds),
         ``scheduled_runs`` and ``schedule_skips``; for a service that said
-        them over sd_notify, ``status_text`` and ``main_pid``. Raises
-        KeyError(name) for an unknown service.
+        them over sd_notify, ``status_text`` and ``main_pid``;
+        ``log_rotations`` (of a ``file:`` output). Raises KeyError(name) for
+        an unknown service.
         """
         ...
 

@@ -313,6 +313,12 @@ def render_metrics(metrics: Metrics) -> str:
         "Bytes of recent output tinit keeps in memory for tinit logs (bounded per service).",
         per_service(s.log_bytes for s in services),
     )
+    family(
+        "tinit_service_log_rotations_total",
+        "counter",
+        "Rotations of the service's output file (log_rotation) since tinit started.",
+        per_service(s.log_rotations_total for s in services),
+    )
     scheduled = [s for s in services if s.next_run is not None]
     if scheduled:  # the families appear only where there are scheduled jobs
         family(

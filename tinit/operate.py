@@ -124,6 +124,7 @@ class Operator:
                 notify_dropped_total=s.notify_drops,
                 watchdog_misses_total=s.watchdog_misses,
                 main_pid_refused_total=s.main_pid_refused,
+                log_rotations_total=s.log_rotations,
             )
             for s in (r.snapshot() for r in self._sup.runners.values())
         ]
@@ -202,6 +203,7 @@ def _status(snap: Snapshot, usage: Mapping[str, int], now: float, wall: float) -
         "oom_kills": snap.oom_kills,
         "completed": snap.completed,
         "log_bytes": snap.log_bytes,
+        "log_rotations": snap.log_rotations,
         **_schedule_status(snap, wall),
         **_notify_status(snap),
     }

@@ -21,6 +21,9 @@ to an open file description, not to a descriptor: setting it on tinit's fd 1
 would also set it for every ``raw`` service sharing that description, and
 programs that do not expect EAGAIN lose output or crash. `Sink.for_fd`
 therefore opens a description of its own for the same pipe or terminal.
+
+A file sink with ``log_rotation`` moves to a new file when the current one
+is full, between two lines (rotation.py).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import stat
 import struct
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, assert_never
 
 import trio
 
@@ -47,11 +50,13 @@ from tinit._lines import (
     PrefixFormat,
     name_prefix,
 )
+from tinit.rotation import Rotator, Step
 from tinit.safeopen import Access, open_for_service
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from .config import LogRotation
     from .logs import Log
     from .safeopen import Owner
 
@@ -110,6 +115,7 @@ class Sink:
         self.late_lines = 0
         """Lines (or parts of lines) among `late_bytes`."""
         self._waiting: trio.CancelScope | None = None  # the write waiting for the reader
+        self._rotator: Rotator | None = None
 
     @classmethod
     def for_fd(cls, fd: int) -> Sink:
@@ -148,7 +154,9 @@ class Sink:
         return cls(os.dup(fd), _BLOCKING, name=name, isatty=tty)
 
     @classmethod
-    def for_file(cls, path: str, owner: Owner | None = None) -> Sink:
+    def for_file(
+        cls, path: str, owner: Owner | None = None, rotation: LogRotation | None = None
+    ) -> Sink:
         """The sink appending to the file ``path`` (``file:PATH`` mode).
 
         The file is opened with ``owner``'s rights (the service's; None: a
@@ -156,15 +164,24 @@ class Sink:
         regular file or a character device (safeopen.py); otherwise
         FileRefused (an OSError) says why. Every caller naming the same file
         gets the same sink, so lines from several services stay whole; each
-        caller must `close` it once.
+        caller must `close` it once. With ``rotation`` the file must be a
+        regular file, not reached through a symbolic link (rotation.py); a
+        shared sink takes the rotation of the last caller.
         """
-        fd = open_for_service(path, Access.APPEND, owner)
+        rotator: Rotator | None = None
+        if rotation is not None:
+            rotator, fd = Rotator.open_first(path, rotation, owner)
+        else:
+            fd = open_for_service(path, Access.APPEND, owner)
         st = os.fstat(fd)
         key = (st.st_dev, st.st_ino)
         shared = _file_sinks.get(key)
         if shared is not None:
             os.close(fd)
             shared._users += 1
+            if shared._rotator is not None:
+                shared._rotator.close()
+            shared._rotator = rotator
             return shared
         # The description is ours alone and non-blocking: a regular file
         # never says EAGAIN, a character device (a terminal) may, and is
@@ -172,6 +189,7 @@ class Sink:
         kind = _NONBLOCKING if stat.S_ISCHR(st.st_mode) else _BLOCKING
         sink = cls(fd, kind, name=path)
         sink._key = key
+        sink._rotator = rotator
         _file_sinks[key] = sink
         return sink
 
@@ -197,7 +215,12 @@ class Sink:
         if self._waiting is not None:
             self._waiting.deadline = deadline
 
-    async def write(self, data: bytes | memoryview) -> None:
+    @property
+    def rotations(self) -> int:
+        """Rotations of a rotating file sink since it was opened."""
+        return 0 if self._rotator is None else self._rotator.rotations
+
+    async def write(self, data: bytes | memoryview) -> int:
         """Write all of ``data``, waiting while the destination cannot take more.
 
         Past `deadline` it does not wait: what the destination does not take
@@ -206,6 +229,9 @@ class Sink:
         A write that fails (EPIPE, ENOSPC, ...) loses ``data``: it is counted in
         `dropped`, logged, and does not raise, so one broken destination does not
         stop a service or tinit. Later writes try again.
+
+        Returns how many times a rotating file was rotated on the way: once a
+        file sink rotates, ``data`` must be whole lines.
         """
         async with self._lock:
             if self._newline_owed:
@@ -213,6 +239,10 @@ class Sink:
                 # line so this one does not start inside it.
                 data = b"\n" + data
                 self._newline_owed = False
+            if self._rotator is not None and not self._closed:
+                # A regular file: its writes never wait, so none is cut short.
+                lines = data if isinstance(data, bytes) else bytes(data)
+                return self._write_rotating(self._rotator, lines)
             # bytes, for _piece to find line ends in
             flat = (data if isinstance(data, bytes) else bytes(data)) if self._atomic else None
             whole = memoryview(flat if flat is not None else data)
@@ -245,6 +275,60 @@ class Sink:
                 done = len(whole) - len(view)
                 if 0 < done < len(whole):
                     self._newline_owed = whole[done - 1] != 0x0A
+        return 0
+
+    def _write_rotating(self, rotator: Rotator, data: bytes) -> int:
+        """Append ``data``, whole lines, rotating between two lines when the file is full."""
+        rotated = start = 0
+        while start < len(data):
+            step, n = rotator.next_step(data, start, trio.current_time())
+            match step:
+                case Step.WRITE:
+                    try:
+                        n = os.write(self._fd, memoryview(data)[start : start + n])
+                    except OSError as exc:
+                        self._failed(exc, len(data) - start)
+                        self._newline_owed = start > 0 and data[start - 1] != 0x0A
+                        break
+                    rotator.written(n)
+                    start += n
+                    self.error = None
+                case Step.ROTATE:
+                    rotated += self._rotate(rotator)
+                case Step.DROP:
+                    self.dropped += n
+                    start += n
+                case _:
+                    assert_never(step)
+        return rotated
+
+    def _rotate(self, rotator: Rotator) -> int:
+        """Go on in a new file; 1 if it was done, 0 if not (logged, at the first failure)."""
+        failing = rotator.error is not None
+        fd = rotator.rotate(trio.current_time())
+        if fd is None:
+            if not failing and _log is not None:
+                _log.warning(
+                    "output_rotate_failed",
+                    sink=self.name,
+                    error=str(rotator.error),
+                    writes_on_up_to=rotator.cap,
+                )
+            return 0
+        os.close(self._fd)
+        self._fd = fd
+        # Services opening the path from now on find this sink by the new file.
+        st = os.fstat(fd)
+        if self._key is not None and _file_sinks.get(self._key) is self:
+            del _file_sinks[self._key]
+        self._key = (st.st_dev, st.st_ino)
+        _file_sinks.setdefault(self._key, self)
+        if _log is not None:
+            if failing:
+                _log.info("output_rotate_recovered", sink=self.name, dropped=self.dropped)
+            else:
+                _log.debug("output_rotated", sink=self.name, rotations=rotator.rotations)
+        return 1
 
     def _late(self, rest: memoryview) -> None:
         self.late_bytes += len(rest)
@@ -268,8 +352,11 @@ class Sink:
             self._users -= 1
             if self._users:
                 return
-            del _file_sinks[self._key]
+            if _file_sinks.get(self._key) is self:
+                del _file_sinks[self._key]
         self._closed = True
+        if self._rotator is not None:
+            self._rotator.close()
         if self._kind != _BLOCKING:
             with contextlib.suppress(RuntimeError):  # outside trio: nobody can be waiting
                 trio.lowlevel.notify_closing(self._fd)
@@ -462,7 +549,8 @@ class Output:
 
     ``mode`` is ``prefix``, ``raw``, ``json``, ``null`` or ``file:/abs/path``;
     ``width`` pads names in ``prefix`` mode (the longest service name).
-    ``color`` colors the prefix; pass ``sink.isatty``.
+    ``color`` colors the prefix; pass ``sink.isatty``. A ``file:`` rotates
+    by ``rotation``, and ``on_rotate`` hears how many rotations each write made.
     """
 
     def __init__(
@@ -475,6 +563,8 @@ class Output:
         stderr: Sink,
         ring: Ring,
         color: bool,
+        rotation: LogRotation | None = None,
+        on_rotate: Callable[[int], None] | None = None,
     ) -> None:
         kind = "file" if mode.startswith("file:") else mode
         if kind not in ("prefix", "raw", "json", "null", "file"):
@@ -489,6 +579,8 @@ class Output:
         self._prefix = PrefixFormat(name_prefix(name, width, color=color))
         self._json = JsonFormat(name)
         self._file: Sink | None = None
+        self._rotation = rotation
+        self._on_rotate = on_rotate
         self._child: list[int] = []
         self._read: dict[str, int] = {}
         self._held = {"stdout": 0, "stderr": 0}
@@ -534,7 +626,7 @@ class Output:
                 self._child = [os.open(os.devnull, flags), os.open(os.devnull, flags)]
             else:
                 if self._kind == "file":
-                    self._file = Sink.for_file(self.mode[5:], owner)
+                    self._file = Sink.for_file(self.mode[5:], owner, self._rotation)
                 for stream in ("stdout", "stderr"):
                     r, w = os.pipe2(os.O_CLOEXEC)
                     self._read[stream] = r
@@ -617,7 +709,9 @@ class Output:
         self.ring.add(stream, body, ts)
         if self._file is not None:
             self._hold(stream, held + len(body))
-            await self._file.write(body)
+            rotated = await self._file.write(body)
+            if rotated and self._on_rotate is not None:
+                self._on_rotate(rotated)
             return
         sink = self._sinks[stream]
         if self._kind == "json":

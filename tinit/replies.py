@@ -39,6 +39,7 @@ _STATUS_OPTIONAL: Final[dict[str, tuple[type, ...]]] = {
     "held": (bool,),
     "oom_kills": (int,),
     "log_bytes": (int,),
+    "log_rotations": (int,),
     "next_run": (str,),
     "next_run_in": (int, float),
     "scheduled_runs": (int,),

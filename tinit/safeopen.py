@@ -43,7 +43,15 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["Access", "FileRefused", "Owner", "open_for_service", "root_controlled"]
+__all__ = [
+    "CREATE_MODE",
+    "Access",
+    "FileRefused",
+    "Owner",
+    "open_for_service",
+    "rights_of",
+    "root_controlled",
+]
 
 #: the mode of a file tinit creates for a service's output
 CREATE_MODE: Final = 0o640
@@ -93,7 +101,7 @@ def open_for_service(path: str, access: Access, owner: Owner | None) -> int:
     tinit itself must also refuse character devices other than /dev/null (a
     terminal would block the read), and bound what it reads.
     """
-    with _rights_of(owner, path):
+    with rights_of(owner, path):
         fd = _open(path, access, owner)
     try:
         _check_kind(fd, path)
@@ -211,8 +219,12 @@ def _check_kind(fd: int, path: str) -> None:
 
 
 @contextlib.contextmanager
-def _rights_of(owner: Owner | None, path: str) -> Iterator[None]:
-    """Make the kernel check file access as ``owner``; tinit's own ids again after."""
+def rights_of(owner: Owner | None, path: str) -> Iterator[None]:
+    """Make the kernel check file access as ``owner``; tinit's own ids again after.
+
+    Nothing may await inside: every task would run with ``owner``'s rights.
+    A failure to switch is a FileRefused naming ``path``.
+    """
     euid, egid = os.geteuid(), os.getegid()
     if owner is None or (owner.uid == euid and owner.gid == egid):
         yield

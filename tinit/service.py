@@ -152,6 +152,8 @@ class ServiceRunner:
         self.next_run: float | None = None
         self.scheduled_runs = 0
         self.schedule_skips = 0
+        #: rotations of its output file that its output brought about
+        self.log_rotations = 0
         self._run_now = False
         self._idle = False
         self._scheduling = False
@@ -169,6 +171,7 @@ class ServiceRunner:
         self.scheduled_runs = previous.scheduled_runs
         self.schedule_skips = previous.schedule_skips
         self.notified.carry(previous.notified)
+        self.log_rotations = previous.log_rotations
 
     # -- what others ask of a service ---------------------------------------
 
@@ -202,6 +205,7 @@ class ServiceRunner:
             dict(self.notified.drops),
             self.notified.watchdog_misses,
             self.notified.main_pid_refused,
+            self.log_rotations,
         )
 
     def usage(self) -> Mapping[str, int]:
@@ -506,6 +510,8 @@ class ServiceRunner:
             stderr=self._ctx.stderr,
             ring=self.ring,
             color=self._ctx.stdout.isatty,
+            rotation=svc.log_rotation,
+            on_rotate=self._count_rotations,
         )
         notify = probes.NotifyPipe() if isinstance(svc.ready, NotifyFdProbe) else None
         stdin = procs_fd = -1
@@ -611,6 +617,9 @@ class ServiceRunner:
             self._drop_cgroup()
             self.last_oom = self._oom_this_run > 0
         return status, uptime
+
+    def _count_rotations(self, n: int) -> None:
+        self.log_rotations += n
 
     async def _drain_output(self, output: Output, pumped: trio.Event) -> None:
         """Let the run's output reach its reader before the run counts as over.

@@ -140,6 +140,8 @@ class Snapshot(NamedTuple):
     watchdog_misses: int = 0
     #: ``MAINPID=`` refused because the pid was not of the run
     main_pid_refused: int = 0
+    #: rotations of its ``file:`` output (log_rotation) its output brought about
+    log_rotations: int = 0
 
 
 @dataclass(frozen=True, slots=True)
