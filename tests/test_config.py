@@ -18,6 +18,7 @@ from tinit.config import (
     Backoff,
     Config,
     ExecProbe,
+    LogRotation,
     TcpProbe,
     load_config,
     parse_config,
@@ -1052,3 +1053,41 @@ def test_an_unset_variable_in_a_replicated_command_is_reported_once() -> None:
         service("command: app ${NOPE}\nreplicas: 5", at_run=True)
     found = [str(p) for p in info.value.problems]
     assert len(found) == 1 and "'NOPE' is not set" in found[0]
+
+
+# -- log_rotation
+
+
+def test_log_rotation_is_inherited_by_file_outputs_only() -> None:
+    config = load("""
+version: 1
+settings:
+  log_rotation: {max_size: 1M, keep: 2}
+services:
+  file: {command: sleep 1, output: "file:/var/log/a.log"}
+  own: {command: sleep 1, output: "file:/var/log/b.log", log_rotation: {max_size: 8K}}
+  off: {command: sleep 1, output: "file:/var/log/c.log", log_rotation: null}
+  terminal: {command: sleep 1}
+""")
+    rotation = {name: s.log_rotation for name, s in config.services.items()}
+    assert rotation == {
+        "file": LogRotation(max_size=1 << 20, keep=2),
+        "own": LogRotation(max_size=8192, keep=5),
+        "off": None,
+        "terminal": None,
+    }
+    assert not config.warnings
+
+
+def test_a_default_log_rotation_without_a_file_output_is_a_warning() -> None:
+    config = load("""
+version: 1
+settings:
+  log_rotation: {max_size: 1M}
+services:
+  web: {command: sleep 1}
+""")
+    assert [str(w).removeprefix("services.yaml:") for w in config.warnings] == [
+        "4:17: warning: settings.log_rotation: no service writes to a file"
+        " (output: file:/path), so nothing is rotated"
+    ]
