@@ -726,6 +726,7 @@ services:
   side:
     command: [sleep, infinity]
     output: "file:/var/log/side.log"
+    log_rotation: {max_size: 10M, keep: 3}
 """
 
 
@@ -757,6 +758,10 @@ def test_every_unmappable_key_is_named_in_a_comment(tmp_path: Path) -> None:
         assert f"# tinit: {key}: " in app, key
         assert any(n.startswith(f"services.app.{key}: ") for n in notes), key
     assert "# tinit: output: file:/var/log/side.log" in comments_above(text, "side")
+    assert "# tinit: log_rotation: {max_size: 10M, keep: 3}: no equivalent;" in comments_above(
+        text, "side"
+    )
+    assert any(n.startswith("services.side.log_rotation: ") for n in notes)
     for key in ("health_listen", "forward_signals", "exit_code_remap"):
         assert f"# tinit: settings.{key}: " in text
         assert any(n.startswith(f"settings.{key}: ") for n in notes), key

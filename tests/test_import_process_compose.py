@@ -23,7 +23,7 @@ import pytest
 
 from tests.nsrun import ROOT, Tinit, tinit_argv
 from tinit.cli import run_cli
-from tinit.config import Config, ExecProbe, HttpProbe, TcpProbe, parse_config
+from tinit.config import Config, ExecProbe, HttpProbe, LogRotation, TcpProbe, parse_config
 from tinit.convert import MAX_BYTES, import_file
 from tinit.convert import importing as importers
 from tinit.convert._render import ConversionError
@@ -441,7 +441,6 @@ def test_names_tinit_cant_use_are_renamed_and_dependencies_follow(tmp_path: Path
         ("namespace", "web", "namespaces"),
         ("vars", "{PORT: 80}", "not evaluated"),
         ("extends", "base", "not followed"),
-        ("log_configuration", "{rotation: {max_size_mb: 1}}", "rotation"),
         ("ready_log_line", "ready", "can't wait for a line"),
         ("frobnicate", "1", "unknown key"),
     ],
@@ -607,4 +606,37 @@ def test_yaml_aliases_that_multiply_a_value_stay_short_in_messages(tmp_path: Pat
     assert found == [
         "processes.p.command: is missing or empty; process-compose refuses that too",
         "processes.p.environment: a list is not KEY=value",
+    ]
+
+
+def test_log_rotation_of_a_log_location_carries_over(tmp_path: Path) -> None:
+    text = """
+    processes:
+      sized:
+        command: /bin/app
+        log_location: /var/log/sized.log
+        log_configuration: {rotation: {max_size_mb: 5, max_backups: 3}}
+      defaults:
+        command: /bin/app
+        log_location: /var/log/defaults.log
+        log_configuration:
+          rotation: {max_age_days: 7, compress: true}
+          add_timestamp: true
+      nowhere:
+        command: /bin/app
+        log_configuration: {rotation: {max_size_mb: 1}}
+    """
+    document, notes = convert_text(tmp_path, text)
+    services = check(document, tmp_path).services
+    assert {name: s.log_rotation for name, s in services.items()} == {
+        "sized": LogRotation(max_size=5 << 20, keep=3),
+        "defaults": LogRotation(max_size=100 << 20, keep=1000),
+        "nowhere": None,
+    }
+    assert sorted(where(note) for note in notes) == [
+        "processes.defaults.log_configuration.add_timestamp",
+        "processes.defaults.log_configuration.rotation.compress",
+        "processes.defaults.log_configuration.rotation.max_age_days",
+        "processes.defaults.log_configuration.rotation.max_backups",
+        "processes.nowhere.log_configuration.rotation",
     ]

@@ -24,7 +24,7 @@ import pytest
 
 from tests.nsrun import ROOT, Tinit, tinit_argv
 from tinit.cli import run_cli
-from tinit.config import Config, parse_config
+from tinit.config import Config, LogRotation, parse_config
 from tinit.convert import importing as importers
 from tinit.convert._daemons import daemon_note
 from tinit.convert.supervisord import ConversionError
@@ -64,9 +64,7 @@ EXPECTED_NOTES: dict[str, set[str]] = {
     },
     "cron-and-app.conf": {
         "[supervisord] childlogdir",
-        "[program:cron] stdout_logfile_maxbytes",
         "[program:app] stderr_logfile",
-        "[program:app] stdout_logfile_maxbytes",
     },
     "debian-style.conf": {
         "[include] files",
@@ -1003,3 +1001,46 @@ def test_python_m_tinit_import_supervisord(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert again.returncode == 0, again.stderr
+
+
+def test_log_file_rotation_carries_over_with_supervisords_defaults(tmp_path: Path) -> None:
+    """maxbytes and backups become log_rotation; what tinit can't do the same is noted."""
+    document, notes = convert_text(
+        tmp_path,
+        """
+        [program:plain]
+        command=/bin/true
+        redirect_stderr=true
+        stdout_logfile=/var/log/plain.log
+        [program:off]
+        command=/bin/true
+        redirect_stderr=true
+        stdout_logfile=/var/log/off.log
+        stdout_logfile_maxbytes=0
+        [program:tiny]
+        command=/bin/true
+        redirect_stderr=true
+        stdout_logfile=/var/log/tiny.log
+        stdout_logfile_maxbytes=1KB
+        stdout_logfile_backups=0
+        [program:both]
+        command=/bin/true
+        stdout_logfile=/var/log/both.log
+        stderr_logfile=/var/log/both.log
+        stdout_logfile_maxbytes=1MB
+        stderr_logfile_maxbytes=2MB
+        """,
+    )
+    services = check(document, tmp_path).services
+    rotation = {name: s.log_rotation for name, s in services.items()}
+    assert rotation == {
+        "plain": LogRotation(max_size=50 << 20, keep=10),
+        "off": None,
+        "tiny": LogRotation(max_size=4096, keep=1),
+        "both": LogRotation(max_size=1 << 20, keep=10),
+    }
+    assert {where(note, tmp_path / "supervisord.conf") for note in notes} == {
+        "[program:tiny] stdout_logfile_maxbytes",
+        "[program:tiny] stdout_logfile_backups",
+        "[program:both] stderr_logfile_maxbytes",
+    }

@@ -46,7 +46,13 @@ from tinit.config import (
     Settings,
     TcpProbe,
 )
-from tinit.config._units import format_address, format_duration, format_signal, parse_env_file
+from tinit.config._units import (
+    format_address,
+    format_duration,
+    format_signal,
+    format_size,
+    parse_env_file,
+)
 from tinit.config.model import REPLICA_VAR
 from tinit.convert._k8s_ports import ANY_HOST, is_loopback, name_ports, service_ports
 from tinit.convert._k8s_vars import PLACEHOLDER, to_kubernetes
@@ -827,6 +833,14 @@ def _process_notes(service: Service, notes: _Notes) -> None:
         notes.add(
             "output",
             f"{output}: Kubernetes keeps the output as the container's log (kubectl logs)",
+        )
+    rotation = service.log_rotation
+    if rotation is not None:
+        notes.add(
+            "log_rotation",
+            f"{{max_size: {format_size(rotation.max_size)}, keep: {rotation.keep}}}: no"
+            " equivalent; the kubelet rotates container logs (containerLogMaxSize,"
+            " containerLogMaxFiles in its configuration)",
         )
     namespaces = service.namespaces
     paths = [p for p in namespaces.read_only_paths if p != "/"]

@@ -15,6 +15,10 @@ dependencies. The decisions where the two tools differ:
 - ``schedule``: ``cron`` (with ``timezone``) or ``interval`` (a Go duration,
   as ``@every``) on a process that becomes a oneshot; ``run_on_start`` is
   ``run_at_start``. tinit never overlaps runs (``max_concurrent`` 1).
+- ``log_configuration.rotation`` of a process's ``log_location`` is
+  ``log_rotation``: ``max_size_mb`` (0: process-compose's 100) and
+  ``max_backups`` (0: every old file, here tinit's most, 1000). Age and
+  compression are noted; tinit has neither.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, Final
 
-from tinit.config._units import format_duration
-from tinit.config.model import MAX_REPLICAS
+from tinit.config._units import format_duration, format_size
+from tinit.config.model import MAX_REPLICAS, MAX_ROTATE_KEEP, MAX_ROTATE_SIZE
 from tinit.convert import _pc_values as values
 from tinit.convert._daemons import shell_daemon_note
 from tinit.convert._pc_probes import probe
@@ -41,6 +45,8 @@ _RESTARTS: Final = {
     "on_failure": "on-failure",
     "exit_on_failure": "never",
 }
+#: the log size process-compose rotates at when max_size_mb is left out or 0
+_PC_SIZE_MB: Final = 100
 _NO_EQUIVALENT: Final = {
     "namespace": "tinit has no namespaces of services; not converted",
     "description": "not converted; keep it as a YAML comment",
@@ -54,8 +60,6 @@ _NO_EQUIVALENT: Final = {
     "is_elevated": "tinit runs services as root, or as user:; it asks for no password",
     "ready_log_line": "tinit can't wait for a line of output; give it a ready: probe (tcp, http,"
     " exec), notify_fd or sd_notify, and depends_on: {NAME: ready}",
-    "log_configuration": "tinit writes the output as it comes, without rotation, fields or"
-    " timestamps; rotate a file with logrotate's copytruncate",
     "vars": "Go template variables are not evaluated: the {{.VAR}} in the values stay as written",
     "extends": "not followed; merge what it names into this process",
     "is_disabled": "tinit starts every service: remove it if it must not run, or `tinit stop` it",
@@ -71,7 +75,8 @@ _KNOWN: Final = frozenset(
     {
         "command", "entrypoint", "working_dir", "environment", "depends_on", "availability",
         "readiness_probe", "liveness_probe", "shutdown", "log_location", "disabled", "is_daemon",
-        "replicas", "success_exit_codes", "env_file", "schedule", *_NO_EQUIVALENT,
+        "replicas", "success_exit_codes", "env_file", "schedule", "log_configuration",
+        *_NO_EQUIVALENT,
         *_NOTHING_TO_DO,
     }
 )  # fmt: skip
@@ -149,6 +154,7 @@ class Process:
             ("liveness_probe", lambda: self._probe("liveness_probe", "health")),
             ("shutdown", self._shutdown),
             ("log_location", self._output),
+            ("log_configuration", self._log_configuration),
             ("schedule", self._schedule),
         )
         for key, step in steps:
@@ -293,6 +299,48 @@ class Process:
             path = os.path.normpath(os.path.join(self.c.here, path))
             self.note("log_location", "is relative: made absolute from the file's directory")
         self.service["output"] = f"file:{path}"
+
+    def _log_configuration(self) -> None:
+        raw = self.raw.get("log_configuration")
+        if raw is None:
+            return
+        if not isinstance(raw, dict):
+            raise Bad("must be a mapping")
+        for key, value in raw.items():
+            if key != "rotation" and value not in (None, False, "", [], {}):
+                why = "tinit writes the output as it comes, without fields or timestamps"
+                self.note(f"log_configuration.{key}", why)
+        rotation = raw.get("rotation")
+        if rotation in (None, {}):
+            return
+        if not isinstance(rotation, dict):
+            raise Bad("rotation: must be a mapping")
+        if "output" not in self.service:
+            why = "rotates the log_location, and this process has none: not converted"
+            self.note("log_configuration.rotation", why)
+            return
+        self.service["log_rotation"] = self._rotation(rotation)
+
+    def _rotation(self, raw: dict[str, Any]) -> dict[str, Any]:
+        where = "log_configuration.rotation"
+        for key in raw:
+            if key not in ("max_size_mb", "max_backups", "max_age_days", "compress"):
+                self.note(f"{where}.{key}", "unknown key; not converted")
+        if raw.get("max_age_days"):
+            self.note(f"{where}.max_age_days", "tinit keeps old files by number, not by age")
+        if raw.get("compress"):
+            self.note(f"{where}.compress", "tinit keeps old files as they were written")
+        size_mb = int(values.seconds(raw.get("max_size_mb", 0), what="a number of megabytes"))
+        size_mb = size_mb or _PC_SIZE_MB
+        if size_mb > MAX_ROTATE_SIZE >> 20:
+            self.note(f"{where}.max_size_mb", "is more than tinit's most, 1T: rotated at 1T")
+            size_mb = MAX_ROTATE_SIZE >> 20
+        backups = int(values.seconds(raw.get("max_backups", 0), what="a number of files"))
+        if not 0 < backups <= MAX_ROTATE_KEEP:
+            why = "every old file" if backups == 0 else f"{backups} old files"
+            self.note(f"{where}.max_backups", f"keeps {why}; tinit keeps {MAX_ROTATE_KEEP} at most")
+            backups = MAX_ROTATE_KEEP
+        return {"max_size": format_size(size_mb << 20), "keep": backups}
 
     def _schedule(self) -> None:
         """``schedule: {cron | interval, timezone, run_on_start}``: a oneshot on a schedule."""

@@ -30,7 +30,8 @@ import shlex
 import signal
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from tinit.config.model import REPLICA_VAR
+from tinit.config._units import format_size
+from tinit.config.model import MAX_ROTATE_KEEP, MAX_ROTATE_SIZE, MIN_ROTATE_SIZE, REPLICA_VAR
 from tinit.convert import _supervisord_ini as ini
 from tinit.convert._daemons import daemon_note
 from tinit.convert._supervisord_ini import Bad, Expander
@@ -203,9 +204,7 @@ class Program:
         merged = {**c.global_env, **env}
         if merged:
             service["env"] = {key: o.finish(value) for key, value in merged.items()}
-        output = self._output(o)
-        if output is not False:
-            service["output"] = output
+        self._output(o, service)
         self._restart(o, service)
         self._stop(o, service)
         if not o.get("autostart", ini.boolean, True):
@@ -320,8 +319,8 @@ class Program:
             if option in self.raw and not o.get(option, ini.boolean, False):
                 self.note(option, text)
 
-    def _output(self, o: Options) -> str | bool | None:
-        """The ``output:`` of the service: None to discard it, False for the default."""
+    def _output(self, o: Options, service: dict[str, Any]) -> None:
+        """The service's ``output:`` (left out for the default) and its ``log_rotation``."""
         redirect = o.get("redirect_stderr", ini.boolean, False)
         streams = ["stdout"] if redirect else ["stdout", "stderr"]
         if redirect and ini.logfile(self.raw.get("stderr_logfile", "AUTO")) not in ("AUTO", "NONE"):
@@ -341,14 +340,17 @@ class Program:
                 if other != stream and target != files[0][1]:
                     why = f"tinit has one output per service: {other} goes to {path} too"
                     self.note(f"{other}_logfile", why)
-            self._rotation_note(o, [s for s, w in where.items() if w == files[0][1]], path)
-            return f"file:{o.finish(path)}"
+            service["output"] = f"file:{o.finish(path)}"
+            rotation = self._rotation(o, [s for s, w in where.items() if w == files[0][1]])
+            if rotation is not None:
+                service["log_rotation"] = rotation
+            return
         if all(w == "NONE" for w in where.values()):
-            return None
+            service["output"] = None
+            return
         for stream, target in where.items():
             if target == "NONE":
                 self.note(f"{stream}_logfile", "tinit can't discard one stream only; it is shown")
-        return False
 
     def _stream_notes(self, o: Options, stream: str, where: str | None) -> None:
         written = [f"{stream}_{option}" for option in _STREAM_OPTIONS[:3]]
@@ -364,16 +366,40 @@ class Program:
             self.note(f"{stream}_events_enabled", "only feeds event listeners, which tinit lacks")
         o.get(f"{stream}_logfile_backups", lambda v: ini.integer(v, 0), 10)
 
-    def _rotation_note(self, o: Options, streams: list[str], path: str) -> None:
-        for stream in streams:
-            size = o.get(f"{stream}_logfile_maxbytes", ini.byte_size, 50 * 1024**2)
-            if size:
-                backups = o.get(f"{stream}_logfile_backups", lambda v: ini.integer(v, 0), 10)
-                text = (
-                    f"tinit appends to {path} and never rotates it (supervisord rotated it at"
-                    f" {_size(size)}, keeping {backups}); rotate it with logrotate's copytruncate"
-                )
-                self.note(f"{stream}_logfile_maxbytes", text)
+    def _rotation(self, o: Options, streams: list[str]) -> dict[str, Any] | None:
+        """``log_rotation`` for a file the ``streams`` share, as supervisord rotates it.
+
+        supervisord rotates at 50MB keeping 10 unless told otherwise, so a
+        file it wrote gets that rotation even when the options are absent.
+        The first stream's options decide; ``maxbytes=0`` means no rotation.
+        """
+        first = streams[0]
+        size = o.get(f"{first}_logfile_maxbytes", ini.byte_size, 50 * 1024**2)
+        backups = o.get(f"{first}_logfile_backups", lambda v: ini.integer(v, 0), 10)
+        for other in streams[1:]:
+            theirs = (
+                o.get(f"{other}_logfile_maxbytes", ini.byte_size, 50 * 1024**2),
+                o.get(f"{other}_logfile_backups", lambda v: ini.integer(v, 0), 10),
+            )
+            if theirs != (size, backups):
+                why = f"one file, one rotation: {first}'s is kept"
+                self.note(f"{other}_logfile_maxbytes", why)
+        if not size:
+            return None
+        if not MIN_ROTATE_SIZE <= size <= MAX_ROTATE_SIZE:
+            fitted = min(max(size, MIN_ROTATE_SIZE), MAX_ROTATE_SIZE)
+            why = f"{_size(size)} is outside tinit's 4KB..1TB: it rotates at {_size(fitted)}"
+            self.note(f"{first}_logfile_maxbytes", why)
+            size = fitted
+        keep = min(max(backups, 1), MAX_ROTATE_KEEP)
+        if keep != backups:
+            why = (
+                "supervisord empties the file instead; tinit keeps one old file"
+                if backups == 0
+                else f"tinit keeps at most {MAX_ROTATE_KEEP} old files"
+            )
+            self.note(f"{first}_logfile_backups", why)
+        return {"max_size": format_size(size), "keep": keep}
 
 
 def _size(size: int) -> str:
