@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tinit.config import LogRotation
+from tinit.output import Sink
 from tinit.rotation import RETRY_AFTER, Rotator, Step, fitting
 from tinit.safeopen import FileRefused
 
@@ -167,3 +168,49 @@ def test_after_a_failed_open_the_next_try_opens_without_moving_again(
     assert (tmp_path / "app.log.1").read_bytes() == _lines(700)
     assert not (tmp_path / "app.log.2").exists()
     assert path.read_bytes() == _lines(100, 700)
+
+
+async def test_a_device_takes_the_output_and_is_never_rotated() -> None:
+    sink = Sink.for_file("/dev/null", None, LogRotation(max_size=4096, keep=1))
+    try:
+        assert await sink.write(_lines(5000)) == 0
+        assert sink.rotations == 0
+        assert sink.dropped == 0
+    finally:
+        sink.close()
+
+
+async def test_a_sink_rotates_and_reports_it(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    sink = Sink.for_file(str(path), None, LogRotation(max_size=4096, keep=1))
+    try:
+        rotated = await sink.write(_lines(1000))
+        # a second service naming the same file finds the sink by the file it writes now
+        again = Sink.for_file(str(path), None, LogRotation(max_size=4096, keep=1))
+        assert again is sink
+        again.close()
+        rotated += await sink.write(_lines(500, 1000))
+    finally:
+        sink.close()
+    assert rotated == sink.rotations == 2
+    assert (tmp_path / "app.log.1").read_bytes() == _lines(682, 682)
+    assert path.read_bytes() == _lines(1500 - 1364, 1364)
+
+
+async def test_the_last_service_to_open_a_shared_file_sets_its_rotation(tmp_path: Path) -> None:
+    """Services sharing a file rotate it alike (check says so); in a reload, the newest wins."""
+    path = tmp_path / "app.log"
+    first = Sink.for_file(str(path), None, LogRotation(max_size=1 << 20, keep=1))
+    second = Sink.for_file(str(path), None, LogRotation(max_size=4096, keep=1))
+    try:
+        assert second is first
+        assert await first.write(_lines(1000)) == 1
+        first.close()
+        assert path.read_bytes() == _lines(1000 - 682, 682)
+        third = Sink.for_file(str(path), None, None)
+        assert third is first
+        assert await third.write(_lines(1000, 1000)) == 0
+        third.close()
+    finally:
+        second.close()
+    assert path.stat().st_size == (2000 - 682) * 6

@@ -116,6 +116,8 @@ class Sink:
         """Lines (or parts of lines) among `late_bytes`."""
         self._waiting: trio.CancelScope | None = None  # the write waiting for the reader
         self._rotator: Rotator | None = None
+        self.rotations = 0
+        """Rotations of a rotating file sink since it was opened."""
 
     @classmethod
     def for_fd(cls, fd: int) -> Sink:
@@ -164,9 +166,9 @@ class Sink:
         regular file or a character device (safeopen.py); otherwise
         FileRefused (an OSError) says why. Every caller naming the same file
         gets the same sink, so lines from several services stay whole; each
-        caller must `close` it once. With ``rotation`` the file must be a
-        regular file, not reached through a symbolic link (rotation.py); a
-        shared sink takes the rotation of the last caller.
+        caller must `close` it once. With ``rotation`` the file must not be
+        reached through a symbolic link (rotation.py), and is rotated if it
+        is a regular file; a shared sink takes the rotation of the last caller.
         """
         rotator: Rotator | None = None
         if rotation is not None:
@@ -174,14 +176,15 @@ class Sink:
         else:
             fd = open_for_service(path, Access.APPEND, owner)
         st = os.fstat(fd)
+        if rotator is not None and not stat.S_ISREG(st.st_mode):
+            rotator.close()  # /dev/null and the like: nothing to rotate
+            rotator = None
         key = (st.st_dev, st.st_ino)
         shared = _file_sinks.get(key)
         if shared is not None:
             os.close(fd)
             shared._users += 1
-            if shared._rotator is not None:
-                shared._rotator.close()
-            shared._rotator = rotator
+            shared._adopt(rotator)
             return shared
         # The description is ours alone and non-blocking: a regular file
         # never says EAGAIN, a character device (a terminal) may, and is
@@ -215,10 +218,15 @@ class Sink:
         if self._waiting is not None:
             self._waiting.deadline = deadline
 
-    @property
-    def rotations(self) -> int:
-        """Rotations of a rotating file sink since it was opened."""
-        return 0 if self._rotator is None else self._rotator.rotations
+    def _adopt(self, rotator: Rotator | None) -> None:
+        """Rotate as a new user of the file wants, if that differs (a reload changed it)."""
+        current = self._rotator
+        if rotator is not None and current is not None and rotator.rotation == current.rotation:
+            rotator.close()  # the current one knows where the file stands
+            return
+        if current is not None:
+            current.close()
+        self._rotator = rotator
 
     async def write(self, data: bytes | memoryview) -> int:
         """Write all of ``data``, waiting while the destination cannot take more.
@@ -317,6 +325,7 @@ class Sink:
             return 0
         os.close(self._fd)
         self._fd = fd
+        self.rotations += 1
         # Services opening the path from now on find this sink by the new file.
         st = os.fstat(fd)
         if self._key is not None and _file_sinks.get(self._key) is self:

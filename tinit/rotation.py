@@ -116,7 +116,8 @@ class Rotator:
         """The rotator of ``path`` and the file itself, open for appending.
 
         The file is made if missing; with ``owner``'s rights throughout.
-        FileRefused (an OSError) says why it can't be.
+        FileRefused (an OSError) says why it can't be. A character device
+        is opened too: the caller must not rotate it.
         """
         with rights_of(owner, path):
             try:
@@ -126,7 +127,7 @@ class Rotator:
                 raise FileRefused(path, exc.errno or errno.EIO, reason) from None
             rotator = cls(path, rotation, owner, dir_fd)
             try:
-                fd = rotator._open()
+                fd = rotator._open(devices=True)
             except BaseException:
                 rotator.close()
                 raise
@@ -165,7 +166,7 @@ class Rotator:
                 if not self._moved:
                     self._shift()
                     self._moved = True
-                fd = self._open()
+                fd = self._open(devices=False)
         except OSError as exc:
             self.error = exc
             self._retry_at = now + RETRY_AFTER
@@ -189,8 +190,12 @@ class Rotator:
             with contextlib.suppress(FileNotFoundError):
                 os.rename(older, newer, src_dir_fd=self._dir, dst_dir_fd=self._dir)
 
-    def _open(self) -> int:
-        """``PATH`` for appending, made with mode 0640 if missing; never through a link."""
+    def _open(self, *, devices: bool) -> int:
+        """``PATH`` for appending, made with mode 0640 if missing; never through a link.
+
+        A regular file, or with ``devices`` a character device (``/dev/null``,
+        which the sink then never rotates); nothing else.
+        """
         try:
             try:
                 new = _OPEN | os.O_CREAT | os.O_EXCL
@@ -208,7 +213,8 @@ class Rotator:
             else:
                 reason = f"cannot open for appending: {os.strerror(code)}"
             raise FileRefused(self.path, code, reason) from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or (devices and stat.S_ISCHR(mode))):
             os.close(fd)
             reason = "not a regular file, which a rotated file must be: refused"
             raise FileRefused(self.path, errno.EINVAL, reason)
