@@ -35,7 +35,8 @@ _CONDITIONS: Final = {
 _GLOBAL_NOTES: Final = {
     "log_location": "process-compose's own log: tinit's events go to its stderr",
     "log_length": "tinit keeps the last lines of each service's output for `tinit logs`",
-    "log_configuration": "tinit writes its events and the output as they come, without rotation",
+    "log_configuration": "process-compose's own log: tinit writes its events to its stderr, as"
+    " they come; a process's own log_configuration.rotation becomes its log_rotation",
     "vars": "Go template variables are not evaluated: the {{.VAR}} in the values stay as written",
     "extends": "not followed: merge the file it names into this one first",
     "env_cmds": "tinit runs no command to set variables; set them in the container's environment",
