@@ -29,6 +29,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,11 +359,20 @@ class TinitSnapshot:
     commit: str
     #: the argv prefix that starts this tinit (in place of ``TINIT``)
     command: tuple[str, ...]
+    #: requirements of REF's pyproject.toml the venv lacked, installed beside the snapshot
+    installed: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
         """What a report says was measured."""
-        return f"{self.ref} = {self.commit[:12]} (a snapshot: git archive)"
+        text = f"{self.ref} = {self.commit[:12]} (a snapshot: git archive)"
+        if self.installed:
+            text += f"; with {', '.join(self.installed)} installed for it alone (not in the venv)"
+        return text
+
+
+#: How long pip may take to install a snapshot's missing dependencies.
+PIP_TIMEOUT: Final = 300
 
 
 def git(*args: str) -> str:
@@ -381,7 +391,11 @@ def snapshot_tinit(ref: str, top: Path) -> TinitSnapshot:
     The venv's tinit is an editable install of the working tree, which may
     change while a long benchmark runs; a snapshot does not. Its directory
     goes first on PYTHONPATH, and ``-P`` keeps the current directory (the
-    working tree) off sys.path. ``top`` must outlive the runs: the caller owns it.
+    working tree) off sys.path. An older tinit may need a distribution the
+    venv no longer has (it used to log through structlog): whatever REF's own
+    pyproject.toml requires and the venv lacks is pip-installed into
+    ``top/deps``, second on PYTHONPATH. ``top`` must outlive the runs: the
+    caller owns it.
     """
     commit = git("rev-parse", "--verify", f"{ref}^{{commit}}").strip()
     archive = subprocess.run(
@@ -395,8 +409,71 @@ def snapshot_tinit(ref: str, top: Path) -> TinitSnapshot:
     dest.mkdir()
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(dest, filter="data")
-    command = ("/usr/bin/env", f"PYTHONPATH={dest}", str(VENV_PYTHON), "-P", "-m", "tinit")
-    return TinitSnapshot(ref, commit, command)
+    path = [str(dest)]
+    missing = missing_requirements(commit)
+    if missing:
+        path.append(str(install_requirements(missing, top / "deps")))
+    pythonpath = f"PYTHONPATH={os.pathsep.join(path)}"
+    command = ("/usr/bin/env", pythonpath, str(VENV_PYTHON), "-P", "-m", "tinit")
+    return TinitSnapshot(ref, commit, command, tuple(missing))
+
+
+def _distribution_name(requirement: str) -> str:
+    """The normalized distribution name of a PEP 508 requirement (``Foo_Bar>=1`` -> foo-bar)."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    if match is None:
+        raise BenchError(f"cannot read the requirement {requirement!r}")
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower()
+
+
+# Run by the venv's Python: which of the names in argv no installed distribution has.
+_UNINSTALLED: Final = """
+import importlib.metadata, re, sys
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+have = {norm(d.metadata["Name"] or "") for d in importlib.metadata.distributions()}
+print("\\n".join(n for n in sys.argv[1:] if n not in have))
+"""
+
+
+def missing_requirements(commit: str) -> list[str]:
+    """The requirements of ``commit``'s pyproject.toml with no distribution in the venv.
+
+    Only presence is checked, not versions: the snapshot runs on the venv's
+    versions of what it shares with the working tree, so the columns differ
+    by tinit's code and the distributions added for it alone.
+    """
+    try:
+        project = tomllib.loads(git("show", f"{commit}:pyproject.toml")).get("project", {})
+    except (subprocess.CalledProcessError, tomllib.TOMLDecodeError) as exc:
+        raise BenchError(f"{commit[:12]}: cannot read its pyproject.toml: {exc}") from exc
+    requirements = [str(r) for r in project.get("dependencies", [])]
+    names = [_distribution_name(r) for r in requirements]
+    argv = [str(VENV_PYTHON), "-I", "-c", _UNINSTALLED, *names]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"cannot list the venv's distributions: {done.stderr.strip()[-300:]}")
+    absent = set(done.stdout.split())
+    return [r for r, name in zip(requirements, names, strict=True) if name in absent]
+
+
+def install_requirements(requirements: Sequence[str], target: Path) -> Path:
+    """pip-install ``requirements`` into ``target``, not into the venv.
+
+    pip puts what they depend on there too, even a distribution the venv has
+    (``--target`` ignores what is installed); a snapshot dependency that needs
+    a shared one would then run on pip's copy.
+    """
+    log(f"bench: installing {', '.join(requirements)} for the snapshot, into {target}")
+    argv = [str(VENV_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "--no-input", "--target", str(target), *requirements]  # fmt: skip
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=PIP_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"pip install {' '.join(requirements)}: over {PIP_TIMEOUT} s") from exc
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip()[-600:]
+        raise BenchError(f"pip install {' '.join(requirements)} failed: {tail}")
+    return target
 
 
 # --- the machine -------------------------------------------------------------------

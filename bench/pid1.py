@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -772,11 +773,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tinit_ref:
         with tempfile.TemporaryDirectory(prefix="tinit-pid1-") as tmp:
-            snapshot = snapshot_tinit(args.tinit_ref, Path(tmp))
+            try:
+                snapshot = snapshot_tinit(args.tinit_ref, Path(tmp))
+            except (BenchError, subprocess.SubprocessError) as exc:
+                print(f"bench/pid1.py: --tinit-ref {args.tinit_ref}: {exc}", file=sys.stderr)
+                return 2
             log(snapshot.label)
-            _add_column(f"tinit {args.tinit_ref}", [*snapshot.command, "run", "--"])
-            return _run(args)
-    return _run(args)
+            name = f"tinit {args.tinit_ref}"
+            _add_column(name, [*snapshot.command, "run", "--"])
+            return _run(args, {name: snapshot.label})
+    return _run(args, {})
 
 
 def _add_column(name: str, prefix: list[str]) -> None:
@@ -787,7 +793,7 @@ def _add_column(name: str, prefix: list[str]) -> None:
     COLUMNS[:] = [*INITS, NO_INIT]
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, snapshots: dict[str, str]) -> int:
     if os.geteuid() != 0:
         print("bench/pid1.py: run as root (it makes PID namespaces)", file=sys.stderr)
         return 2
@@ -798,6 +804,7 @@ def _run(args: argparse.Namespace) -> int:
     counts = QUICK if args.quick else FULL
     machine = machine_info()
     machine["tinit bytecode cache"] = _bytecode_cache()
+    machine |= snapshots
     results: dict[str, Any] = {"counts": asdict(counts), "quick": args.quick}
     pressure_start, t_start = cpu_pressure_total_us(), time.monotonic()
     results["startup"] = measure_startup(counts.startup)
