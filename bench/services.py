@@ -2,15 +2,22 @@
 
 Run it as root from the repository (after ``bash .ci/setup``)::
 
-    .venv/bin/python bench/services.py --tinit-ref HEAD   # N=200, 2 runs: ~8-11 minutes
+    .venv/bin/python bench/services.py                    # N=200, 2 runs: ~8-11 minutes
     .venv/bin/python bench/services.py --quick            # a smoke run with small counts
+    .venv/bin/python bench/services.py --tinit-ref main   # before/after: one more column
+    .venv/bin/python bench/services.py --tinit-ref HEAD --only 'floor,tinit HEAD'
     .venv/bin/python bench/services.py --only tinit,s6 --services 50 --runs 3
     .venv/bin/python bench/services.py --tests lifecycle --runs 6   # start/shutdown only
     .venv/bin/python bench/services.py --tests lifecycle,first --service-kind sh
     .venv/bin/python bench/services.py --tinit-arg=--no-cgroups --json results.json
 
-Without ``--tinit-ref`` tinit runs from the working tree (the venv's
-editable install), which may change under a long run.
+``tinit`` runs from the working tree (the venv's editable install), which
+may change under a long run. ``--tinit-ref REF`` adds the contender
+``tinit REF``: tinit as committed at REF (``git archive``), with the same
+generated configuration and ``--tinit-arg``s, in the same round-robin and in
+every test that ``tinit`` takes part in, as a column of its own. The targets
+are judged on ``tinit`` alone. To measure only the snapshot (say while the
+working tree changes), leave ``tinit`` out: ``--only 'floor,tinit REF'``.
 
 Every contender runs as PID 1 of a fresh PID namespace
 (``unshare --pid --fork --mount-proc --kill-child``) and supervises the same
@@ -80,6 +87,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import select
 import shlex
 import signal
@@ -117,6 +125,8 @@ from _common import (
 
 CONTENDERS: Final = ("floor", "tinit", "supervisord", "s6")
 FLOOR: Final = "floor"
+#: The working tree's tinit: the one the targets are about.
+WORK_TREE: Final = "tinit"
 MIB: Final = 1024.0
 #: How long a crashing service runs before it exits with 1.
 CRASH_AFTER: Final = 0.05
@@ -239,8 +249,8 @@ QUICK = Counts(
 )
 
 
-#: How tinit is started; ``--tinit-ref`` replaces it with a snapshot of a commit.
-TINIT_COMMAND: list[str] = [str(TINIT)]
+#: How each tinit contender is started; ``--tinit-ref`` adds a snapshot of a commit.
+TINIT_COMMANDS: dict[str, tuple[str, ...]] = {WORK_TREE: (str(TINIT),)}
 #: Extra options for ``tinit run`` (``--tinit-arg``), e.g. ``--no-cgroups``.
 TINIT_ARGS: list[str] = []
 
@@ -390,7 +400,8 @@ class Work:
 
 @contextlib.contextmanager
 def open_work(top: Path, label: str, kind: ServiceKind = ServiceKind.PYTHON) -> Any:
-    root = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=top))
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", label)  # a contender may be "tinit origin/main"
+    root = Path(tempfile.mkdtemp(prefix=f"{safe}-", dir=top))
     service = root / "svc.py"
     service.write_text(SERVICE_SCRIPT)
     writer = root / "writer.py"
@@ -419,7 +430,9 @@ def floor_argv(work: Work, programs: Sequence[Program], tinit_output: str) -> li
     return ["/bin/sh", str(script)]
 
 
-def tinit_argv(work: Work, programs: Sequence[Program], tinit_output: str) -> list[str]:
+def tinit_argv(
+    work: Work, programs: Sequence[Program], tinit_output: str, contender: str = WORK_TREE
+) -> list[str]:
     services: dict[str, Any] = {}
     for p in programs:
         services[p.name] = {
@@ -443,7 +456,7 @@ def tinit_argv(work: Work, programs: Sequence[Program], tinit_output: str) -> li
     }
     path = work.root / "services.yaml"
     path.write_text(json.dumps(config, indent=1) + "\n")  # JSON is YAML
-    return [*TINIT_COMMAND, "run", *TINIT_ARGS, str(path)]
+    return [*TINIT_COMMANDS[contender], "run", *TINIT_ARGS, str(path)]
 
 
 def supervisord_argv(work: Work, programs: Sequence[Program], tinit_output: str) -> list[str]:
@@ -505,6 +518,13 @@ BUILDERS: Final[dict[str, Builder]] = {
 }
 
 
+def builder(contender: str) -> Builder:
+    """How a contender's configuration is made; every tinit contender gets tinit's."""
+    if contender in TINIT_COMMANDS:
+        return partial(tinit_argv, contender=contender)
+    return BUILDERS[contender]
+
+
 def supervisor_pids(contender: str, init: int) -> list[int]:
     """The processes whose memory is the supervisor's: PID 1, and for s6 every s6-supervise."""
     if contender != "s6":
@@ -549,7 +569,7 @@ def measure_lifecycle(
     out: dict[str, Any] = {}
     with open_work(top, f"life-{contender}", kind) as work:
         programs = idle_programs(work, n)
-        argv = BUILDERS[contender](work, programs, tinit_output)
+        argv = builder(contender)(work, programs, tinit_output)
         reports = work.reports
         with Launched(argv, capture=False) as run:
             init = run.init_pid()
@@ -587,7 +607,7 @@ def measure_first(
 ) -> dict[str, Any]:
     """Launch with one service: from just before Popen to that service's R, in ms."""
     with open_work(top, f"first-{contender}", kind) as work:
-        argv = BUILDERS[contender](work, idle_programs(work, 1), tinit_output)
+        argv = builder(contender)(work, idle_programs(work, 1), tinit_output)
         reports = work.reports
         with Launched(argv, capture=False) as run:
             reports.wait_until(lambda: bool(reports.running), START_TIMEOUT, f"{contender}: first")
@@ -646,7 +666,7 @@ def measure_crash(
     with open_work(top, f"crash-{contender}", kind) as work:
         programs = idle_programs(work, n - 1)
         programs.append(Program("crash", work.service_argv("crash", CRASH_AFTER), crash=True))
-        argv = BUILDERS[contender](work, programs, tinit_output)
+        argv = builder(contender)(work, programs, tinit_output)
         reports = work.reports
         with Launched(argv, capture=False) as run:
             run.init_pid()
@@ -678,23 +698,23 @@ def measure_crash(
 
 
 def measure_restart_memory(
-    top: Path, counts: Counts, tinit_output: str, kind: ServiceKind
+    contender: str, top: Path, counts: Counts, tinit_output: str, kind: ServiceKind
 ) -> dict[str, Any]:
-    """tinit's memory while ``crashers`` of its N services crash every 50 ms."""
+    """A tinit's memory while ``crashers`` of its N services crash every 50 ms."""
     n = counts.services
     samples: list[dict[str, Any]] = []
-    with open_work(top, "restarts-tinit", kind) as work:
+    with open_work(top, f"restarts-{contender}", kind) as work:
         programs = idle_programs(work, n - counts.crashers)
         programs += [
             Program(f"c{i:02d}", work.service_argv(f"c{i:02d}", CRASH_AFTER), crash=True)
             for i in range(counts.crashers)
         ]
-        argv = tinit_argv(work, programs, tinit_output)
+        argv = tinit_argv(work, programs, tinit_output, contender)
         reports = work.reports
         with Launched(argv, capture=False) as run:
             init = run.init_pid()
             reports.wait_until(
-                lambda: len(reports.running) >= n, START_TIMEOUT, f"tinit: start of {n}"
+                lambda: len(reports.running) >= n, START_TIMEOUT, f"{contender}: start of {n}"
             )
             reports.pause(counts.settle_s)
             t0 = time.monotonic()
@@ -717,7 +737,9 @@ def measure_restart_memory(
                         break
                     next_mark = (done // step + 1) * step
                 if run.proc.poll() is not None:
-                    raise BenchError(f"tinit exited during the restart test{run.stderr_tail()}")
+                    raise BenchError(
+                        f"{contender} exited during the restart test{run.stderr_tail()}"
+                    )
             end_gracefully(run, reports)
     return {"samples": samples, "restarts_before_first_sample": base}
 
@@ -728,10 +750,10 @@ def measure_throughput(mode: str, top: Path, counts: Counts) -> dict[str, Any]:
         writer = work.writer_argv(counts.write_s)
         if mode == "direct":
             argv = writer
-        elif mode.startswith("tinit"):
-            output = mode.partition(" ")[2]
+        elif (contender := mode.rpartition(" ")[0]) in TINIT_COMMANDS:
+            output = mode.rpartition(" ")[2]
             argv = tinit_argv(
-                work, [Program("writer", writer, restart=False, output=output)], output
+                work, [Program("writer", writer, restart=False, output=output)], output, contender
             )
         elif mode == "supervisord":
             argv = supervisord_argv(
@@ -843,12 +865,14 @@ class Results:
     lifecycle: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     first: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     crash: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    restart_memory: dict[str, Any] = field(default_factory=dict)
+    #: by tinit contender
+    restart_memory: dict[str, dict[str, Any]] = field(default_factory=dict)
     throughput: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
 
-THROUGHPUT_MODES: Final = ("direct", "tinit raw", "tinit prefix", "supervisord")
+#: The output modes of tinit's throughput test: "CONTENDER MODE" for every tinit contender.
+TINIT_OUTPUTS: Final = ("raw", "prefix")
 
 
 TESTS: Final = ("lifecycle", "first", "crash", "restarts", "output")
@@ -903,14 +927,16 @@ def run_all(
             if r.get("respawn_ms"):
                 log(f"  median {fmt(median(r['respawn_ms']), 2)} ms of {len(r['respawn_ms'])}")
             res.crash[name].append(r)
-    if "tinit" in contenders and "restarts" in tests:
-        log(f"tinit memory while {counts.crashers} services crash every {CRASH_AFTER * 1000:g} ms")
-        res.restart_memory = _attempt(
-            "tinit restarts",
+    tinits = [c for c in contenders if c in TINIT_COMMANDS]
+    for name in tinits if "restarts" in tests else []:
+        log(f"{name} memory while {counts.crashers} services crash every {CRASH_AFTER * 1000:g} ms")
+        res.restart_memory[name] = _attempt(
+            f"{name} restarts",
             res.errors,
-            partial(measure_restart_memory, top, counts, tinit_output, kind),
+            partial(measure_restart_memory, name, top, counts, tinit_output, kind),
         )
-    modes = [m for m in THROUGHPUT_MODES if m == "direct" or m.split()[0] in contenders]
+    modes = ["direct", *(f"{t} {o}" for t in tinits for o in TINIT_OUTPUTS)]
+    modes += ["supervisord"] if "supervisord" in contenders else []
     if "output" not in tests:
         modes = []
     for mode in modes:
@@ -1107,29 +1133,18 @@ def summarize(res: Results) -> tuple[list[list[str]], list[Target]]:
         },
     )
     # memory over restarts
-    samples = res.restart_memory.get("samples", [])
-    if len(samples) >= 2:
-        first, last = samples[0], samples[-1]
-        grow = (last["VmRSS_kib"] - first["VmRSS_kib"]) / MIB
-        peak = max(s["VmRSS_kib"] for s in samples) / MIB
-        mid = min(samples, key=lambda s: abs(s["restarts"] - last["restarts"] / 2))
-        late = (last["VmRSS_kib"] - mid["VmRSS_kib"]) / MIB
-        flat = grow <= 2.0 and late <= 0.5
-        detail = (
-            f"{'yes' if flat else '**no**'}: +{grow:.1f} MiB over {last['restarts']} restarts,"
-            f" +{late:.1f} MiB over the second half (flat: ≤ +2 MiB and ≤ +0.5 MiB)"
-        )
-        targets.append(Target("tinit RSS flat while services restart", flat, detail))
+    growth = {
+        c: g for c, run in res.restart_memory.items() if (g := _growth(run.get("samples", [])))
+    }
+    if growth:
+        mine = growth.get(WORK_TREE)
+        if mine is not None:
+            targets.append(Target("tinit RSS flat while services restart", mine.flat, mine.detail))
         row(
-            f"tinit VmRSS, before → after {last['restarts']} restarts (MiB)",
-            {
-                "tinit": (
-                    f"{first['VmRSS_kib'] / MIB:.1f} → {last['VmRSS_kib'] / MIB:.1f}"
-                    f" (peak {peak:.1f})"
-                )
-            },
+            "tinit VmRSS, before → after the restarts (MiB)",
+            {c: g.cell for c, g in growth.items()},
             "flat",
-            detail,
+            mine.detail if mine is not None else "",
         )
     # throughput
     tp = {m: _values(runs, "MBps") for m, runs in res.throughput.items()}
@@ -1144,6 +1159,7 @@ def summarize(res: Results) -> tuple[list[list[str]], list[Target]]:
             if "MBps" in r and "MBps" in d
         ]
 
+    tinits = [c for c in cols if c in TINIT_COMMANDS]
     if tp:
         prefix = tp.get("tinit prefix", [])
         targets.append(
@@ -1157,7 +1173,8 @@ def summarize(res: Results) -> tuple[list[list[str]], list[Target]]:
         )
         row(
             "output, 100-byte lines, `prefix` (MB/s payload); floor = direct write",
-            {FLOOR: _med_range(direct, 0), "tinit": _med_range(prefix, 0)},
+            {FLOOR: _med_range(direct, 0)}
+            | {c: _med_range(tp.get(f"{c} prefix", []), 0) for c in tinits},
             "≥ 300",
             targets[-1].detail,
         )
@@ -1173,22 +1190,47 @@ def summarize(res: Results) -> tuple[list[list[str]], list[Target]]:
         )
         row(
             "output, `raw` (supervisord: stdout_logfile=/dev/stdout) (MB/s)",
-            {
-                FLOOR: _med_range(direct, 0),
-                "tinit": _med_range(tp.get("tinit raw", []), 0),
-                "supervisord": _med_range(tp.get("supervisord", []), 0),
-            },
+            {FLOOR: _med_range(direct, 0)}
+            | {c: _med_range(tp.get(f"{c} raw", []), 0) for c in tinits}
+            | {"supervisord": _med_range(tp.get("supervisord", []), 0)},
         )
         row(
             "  ratio to the direct write",
-            {
-                "tinit": _med_range(raw_rel, 2, "×"),
-                "supervisord": _med_range(rel("supervisord"), 2, "×"),
-            },
+            {c: _med_range(rel(f"{c} raw"), 2, "×") for c in tinits}
+            | {"supervisord": _med_range(rel("supervisord"), 2, "×")},
             "≥ 0.9×",
             targets[-1].detail,
         )
     return rows, targets
+
+
+@dataclass(frozen=True, slots=True)
+class Growth:
+    """How a tinit's RSS moved over the restart test, and whether that is flat."""
+
+    flat: bool
+    cell: str
+    detail: str
+
+
+def _growth(samples: list[dict[str, Any]]) -> Growth | None:
+    if len(samples) < 2:
+        return None
+    first, last = samples[0], samples[-1]
+    grow = (last["VmRSS_kib"] - first["VmRSS_kib"]) / MIB
+    peak = max(s["VmRSS_kib"] for s in samples) / MIB
+    mid = min(samples, key=lambda s: abs(s["restarts"] - last["restarts"] / 2))
+    late = (last["VmRSS_kib"] - mid["VmRSS_kib"]) / MIB
+    flat = grow <= 2.0 and late <= 0.5
+    detail = (
+        f"{'yes' if flat else '**no**'}: +{grow:.1f} MiB over {last['restarts']} restarts,"
+        f" +{late:.1f} MiB over the second half (flat: ≤ +2 MiB and ≤ +0.5 MiB)"
+    )
+    cell = (
+        f"{first['VmRSS_kib'] / MIB:.1f} → {last['VmRSS_kib'] / MIB:.1f} (peak {peak:.1f};"
+        f" {last['restarts']} restarts)"
+    )
+    return Growth(flat, cell, detail)
 
 
 def versions() -> dict[str, str]:
@@ -1231,7 +1273,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tinit-ref",
         metavar="REF",
-        help="measure tinit as committed at REF (e.g. HEAD), not the working tree",
+        help=(
+            "also measure tinit as committed at REF (e.g. main), as the contender 'tinit REF'"
+            " beside the working tree's"
+        ),
     )
     parser.add_argument(
         "--tinit-arg",
@@ -1263,13 +1308,17 @@ def main(argv: list[str] | None = None) -> int:
     if not TINIT.exists():
         print(f"bench/services.py: {TINIT} is missing: run 'bash .ci/setup'", file=sys.stderr)
         return 2
-    contenders = list(CONTENDERS)
+    snapshot_name = f"tinit {args.tinit_ref}" if args.tinit_ref else None
+    available = list(CONTENDERS)
+    if snapshot_name is not None:
+        available.insert(available.index(WORK_TREE) + 1, snapshot_name)
+    contenders = available
     if args.only:
         wanted = [c.strip() for c in args.only.split(",") if c.strip()]
-        unknown = [c for c in wanted if c not in CONTENDERS]
+        unknown = [c for c in wanted if c not in available]
         if unknown:
-            parser.error(f"unknown contender(s): {', '.join(unknown)}")
-        contenders = [c for c in CONTENDERS if c in wanted]
+            parser.error(f"unknown contender(s): {', '.join(unknown)} (known: {available})")
+        contenders = [c for c in available if c in wanted]
     tests = list(TESTS)
     if args.tests:
         tests = [t.strip() for t in args.tests.split(",") if t.strip()]
@@ -1299,15 +1348,19 @@ def main(argv: list[str] | None = None) -> int:
     machine["load at start (1, 5, 15 min)"] = load()
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tinit-bench-services-") as tmp:
-        if args.tinit_ref:
-            snapshot = snapshot_tinit(args.tinit_ref, Path(tmp))
-            TINIT_COMMAND[:] = snapshot.command
-            machine["tinit"] = snapshot.label
-        else:
+        if WORK_TREE in contenders:
             machine["tinit"] = tinit_revision()
+        if snapshot_name is not None and snapshot_name in contenders:
+            try:
+                snapshot = snapshot_tinit(args.tinit_ref, Path(tmp))
+            except (BenchError, subprocess.SubprocessError) as exc:
+                print(f"bench/services.py: --tinit-ref {args.tinit_ref}: {exc}", file=sys.stderr)
+                return 2
+            TINIT_COMMANDS[snapshot_name] = snapshot.command
+            machine[snapshot_name] = snapshot.label
         TINIT_ARGS[:] = args.tinit_arg
         if args.tinit_arg:
-            machine["tinit"] += f"; run with {' '.join(args.tinit_arg)}"
+            machine["tinit run with"] = " ".join(args.tinit_arg)
         res = run_all(counts, contenders, args.tinit_output, Path(tmp), tests, args.service_kind)
     machine["load at end (1, 5, 15 min)"] = load()
     machine["duration"] = f"{(time.monotonic() - began) / 60:.1f} min"
@@ -1335,9 +1388,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nTargets met by tinit: {met} of {judged}")
     for t in targets:
         print(f"- {t.label}: {t.detail}")
-    samples = res.restart_memory.get("samples", [])
-    if samples:
-        print("\n### tinit's memory while services restart\n")
+    for name, run in res.restart_memory.items():
+        samples = run.get("samples", [])
+        if not samples:
+            continue
+        print(f"\n### {name}: memory while services restart\n")
         print(
             markdown_table(
                 [
