@@ -422,7 +422,7 @@ def test_env_values_are_taken_as_written() -> None:
         "D": "2020-13-45",
     }
     assert problems("version: 1\nservices:\n  app: {command: sleep 1, env: {A: }}\n") == [
-        "3:35: services.app.env.A: has no value; write '' for an empty string"
+        "3:36: services.app.env.A: has no value; write '' for an empty string"
     ]
 
 

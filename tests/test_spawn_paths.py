@@ -43,8 +43,8 @@ json.dump({
 """
 
 
-def run_config(tmp_path: Path, body: str, args: tuple[str, ...]) -> Result:
-    return finish(start(write_config(tmp_path, body), *args))
+def run_config(tmp_path: Path, body: str, args: tuple[str, ...], **popen: Any) -> Result:
+    return finish(start(write_config(tmp_path, body), *args, **popen))
 
 
 def _ways() -> list[Any]:
@@ -63,7 +63,31 @@ def test_a_service_starts_clean_either_way(tmp_path: Path, args: tuple[str, ...]
     report = tmp_path / "report.json"
     workdir = tmp_path / "work"
     workdir.mkdir()
-    result = run_config(
+    # An fd tinit was handed and no service asked for (inherit_fds) reaches none.
+    kept_r, kept_w = os.pipe()
+    try:
+        result = _run_reporter(tmp_path, script, report, workdir, args, pass_fds=(kept_w,))
+    finally:
+        os.close(kept_r)
+        os.close(kept_w)
+    assert result.code == 0, result.stderr
+    got = json.loads(report.read_text())
+    # Handlers never survive an exec; the mask and ignored signals do.
+    state = {key: int(value, 16) for key, value in map(str.split, result.output("signals"))}
+    assert state["SigBlk:"] == 0
+    assert _signals(state["SigIgn:"]) <= _GLIBC_INTERNAL
+    assert got["fds"] == [0, 1, 2]
+    assert got["sid"] == got["pid"]  # a session of its own
+    assert got["cwd"] == str(workdir)
+    assert got["umask"] == 0o027
+    if not args and "tinit" in got["cgroup"]:
+        assert _signals(state["SigIgn:"]) == set()  # forked: not even glibc's own
+
+
+def _run_reporter(
+    tmp_path: Path, script: Path, report: Path, workdir: Path, args: tuple[str, ...], **popen: Any
+) -> Result:
+    return run_config(
         tmp_path,
         f"""
         version: 1
@@ -79,20 +103,9 @@ def test_a_service_starts_clean_either_way(tmp_path: Path, args: tuple[str, ...]
             command: [grep, -E, "^Sig(Blk|Ign)", /proc/self/status]
             oneshot: true
         """,
-        args=args,
+        args,
+        **popen,
     )
-    assert result.code == 0, result.stderr
-    got = json.loads(report.read_text())
-    # Handlers never survive an exec; the mask and ignored signals do.
-    state = {key: int(value, 16) for key, value in map(str.split, result.output("signals"))}
-    assert state["SigBlk:"] == 0
-    assert _signals(state["SigIgn:"]) <= _GLIBC_INTERNAL
-    assert got["fds"] == [0, 1, 2]
-    assert got["sid"] == got["pid"]  # a session of its own
-    assert got["cwd"] == str(workdir)
-    assert got["umask"] == 0o027
-    if not args and "tinit" in got["cgroup"]:
-        assert _signals(state["SigIgn:"]) == set()  # forked: not even glibc's own
 
 
 def test_a_spawned_service_keeps_tinits_own_directory_and_umask(tmp_path: Path) -> None:
