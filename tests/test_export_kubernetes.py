@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import os
 import pwd
 import re
 import socket
@@ -28,7 +29,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.nsrun import ROOT
+from tests.nsrun import ROOT, tinit_argv
 from tinit.config import Config, HttpProbe, TcpProbe, load_config, parse_config
 from tinit.convert import _k8s, _k8s_ports
 from tinit.convert import kubernetes as export
@@ -296,7 +297,7 @@ def test_probes_map_with_their_timing(app: tuple[str, dict[str, Any]]) -> None:
     assert db["readinessProbe"] == exec_
     assert db["livenessProbe"] == {
         # loopback: the kubelet probes the pod's IP, so the check runs inside the container
-        "exec": {"command": ["python3", "-c", _k8s._PY_TCP, "127.0.0.1", "5432"]},
+        "exec": {"command": ["tinit", "probe", "tcp", "127.0.0.1:5432"]},
         "periodSeconds": 5,
         "timeoutSeconds": 2,
         "failureThreshold": 4,
@@ -305,12 +306,12 @@ def test_probes_map_with_their_timing(app: tuple[str, dict[str, Any]]) -> None:
     assert cache["startupProbe"]["failureThreshold"] == 60  # 60s at 500ms, rounded up to 1s
     assert "startupProbe" not in web  # start_timeout: null, and nothing waits for web
     assert web["readinessProbe"] == {
-        "exec": {"command": ["python3", "-c", _k8s._PY_HTTP, "localhost", "8000", "/ready?full=1"]},
+        "exec": {"command": ["tinit", "probe", "http", "http://localhost:8000/ready?full=1"]},
         "periodSeconds": 3,
         "timeoutSeconds": 2,
     }
     assert web["livenessProbe"] == {
-        "exec": {"command": ["python3", "-c", _k8s._PY_HTTP, "127.0.0.1", "8000", "/health"]},
+        "exec": {"command": ["tinit", "probe", "http", "http://127.0.0.1:8000/health"]},
         "periodSeconds": 10,
         "timeoutSeconds": 3,
         "failureThreshold": 2,
@@ -371,7 +372,15 @@ services:
 def run_probe(command: list[str]) -> bool:
     """An exec probe's command run as the kubelet would: after $(VAR) expansion, bounded."""
     argv = [k8s_expand(arg, {}) for arg in command]
-    return subprocess.run(argv, capture_output=True, timeout=30, check=False).returncode == 0
+    assert argv[0] == "tinit"  # the image's tinit: this checkout's here
+    done = subprocess.run(
+        tinit_argv(*argv[1:]),
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return done.returncode == 0
 
 
 def test_loopback_probes_inside_the_container_agree_with_tinits(tmp_path: Path) -> None:
@@ -406,7 +415,7 @@ def test_loopback_probes_inside_the_container_agree_with_tinits(tmp_path: Path) 
                     tinit = trio.run(check_http, probe.url, 5.0)
                 _, obj = export_objects(config)
                 command = containers(obj)["a"]["readinessProbe"]["exec"]["command"]
-                assert command[:2] == ["python3", "-c"]
+                assert command[:3] == ["tinit", "probe", kind]
                 assert run_probe(command) is tinit, where
                 verdicts.append(tinit)
         finally:
@@ -1022,9 +1031,9 @@ def test_the_worked_example_probes_work_in_a_pod(monkeypatch: pytest.MonkeyPatch
     obj, service = yaml.safe_load_all(text)
     redis, web = containers(obj)["redis"], containers(obj)["web"]
     assert redis["restartPolicy"] == "Always"
-    assert redis["startupProbe"]["exec"]["command"][3:] == ["127.0.0.1", "6379"]
+    assert redis["startupProbe"]["exec"]["command"] == ["tinit", "probe", "tcp", "127.0.0.1:6379"]
     for kind in PROBES:
-        assert web[kind]["exec"]["command"][3:] == ["127.0.0.1", "8000", "/"]
+        assert web[kind]["exec"]["command"] == ["tinit", "probe", "http", "http://127.0.0.1:8000/"]
     assert not any(
         {"tcpSocket", "httpGet"} & c.get(k, {}).keys() for c in (redis, web) for k in PROBES
     )

@@ -105,7 +105,10 @@ def _build_parser(first: str | None = None) -> argparse.ArgumentParser:
     )
 
     sub.add_parser("version", help="print tinit's version")
-    quick = ("run", "check", "version", "-V", "--version", *_CLIENT_COMMANDS, "export", "import")
+    quick = (
+        *("run", "check", "version", "-V", "--version", *_CLIENT_COMMANDS),
+        *("export", "import", "probe"),
+    )
     everything = first not in quick
     if everything or first in _CLIENT_COMMANDS:
         from . import client
@@ -119,6 +122,10 @@ def _build_parser(first: str | None = None) -> argparse.ArgumentParser:
         from .convert import importing
 
         importing.add_parser(sub)
+    if everything or first == "probe":
+        from . import probecmd
+
+        probecmd.add_parser(sub)
     return parser
 
 
@@ -344,6 +351,10 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
             from .convert import importing
 
             return importing.run(args)
+        if args.command == "probe":
+            from . import probecmd
+
+            return probecmd.run(args)
         if args.command != "version":
             from . import client
 

@@ -23,13 +23,13 @@ import signal
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, assert_never
-from urllib.parse import urlsplit
 
 import trio
 
 from . import childspec, procs, spawn
 from .config import ExecProbe, HttpProbe, Namespaces, NotifyFdProbe, SdNotifyProbe, TcpProbe
 from .errors import SpawnError, TinitError
+from .probecmd import MAX_STATUS_LINE, address_of, http_passes, http_request
 
 if TYPE_CHECKING:
     from .cgroups import ServiceCgroup
@@ -40,23 +40,9 @@ if TYPE_CHECKING:
 #: a service with these shares tinit's namespaces: its probes have none to join
 _HOST_NAMESPACES: Final = Namespaces()
 
-_MAX_STATUS_LINE = 1024
-
-
-def _resolve(host: str, port: int) -> tuple[int, tuple[str, int]]:
-    host = host.strip("[]")
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        return family, (host, port)
-    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    return family, (str(address[0]), int(address[1]))
-
 
 async def _connect(host: str, port: int) -> trio.socket.SocketType:
-    family, address = _resolve(host, port)
+    family, address = address_of(host, port)
     sock = trio.socket.socket(family, socket.SOCK_STREAM)
     try:
         await sock.connect(address)
@@ -83,14 +69,7 @@ async def check_http(url: str, timeout: float) -> bool:
 
     Only the status line is read: the probe wants a verdict, not the body.
     """
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or 80
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    request = (
-        f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-        "User-Agent: tinit-probe\r\nConnection: close\r\n\r\n"
-    ).encode()
+    host, port, request = http_request(url)
     with trio.move_on_after(timeout):
         try:
             sock = await _connect(host, port)
@@ -100,20 +79,14 @@ async def check_http(url: str, timeout: float) -> bool:
             try:
                 await sock.send(request)
                 head = b""
-                while b"\r\n" not in head and len(head) < _MAX_STATUS_LINE:
-                    chunk = await sock.recv(_MAX_STATUS_LINE)
+                while b"\r\n" not in head and len(head) < MAX_STATUS_LINE:
+                    chunk = await sock.recv(MAX_STATUS_LINE)
                     if not chunk:
                         break
                     head += chunk
             except OSError:
                 return False
-        fields = head.split(b"\r\n", 1)[0].split()
-        return (
-            len(fields) >= 2
-            and fields[0].startswith(b"HTTP/")
-            and fields[1].isdigit()
-            and 200 <= int(fields[1]) < 400
-        )
+        return http_passes(head)
     return False
 
 

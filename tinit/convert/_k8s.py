@@ -76,13 +76,10 @@ _RESTARTS: Final = {"Always": "always", "OnFailure": "on-failure", "Never": "nev
 _TMP: Final = {"name": "tmp", "mountPath": "/tmp"}
 # Loopback probes run inside the container, with the interpreter tinit needs.
 # Success as tinit's: a connection; an HTTP status from 200 to 399.
-_PY_TCP: Final = (
-    "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2]))).close()"
-)
-_PY_HTTP: Final = (
-    "import http.client, sys; c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2])); "
-    "c.request('GET', sys.argv[3]); sys.exit(not 200 <= c.getresponse().status < 400)"
-)
+#: how an exec probe runs tinit's own tcp or http check inside the container
+#: (``tinit probe``, probecmd.py): the image is the one tinit ran in, and
+#: Dockerfile.example puts tinit on PATH whether or not the image has Python
+PROBE_COMMAND: Final = ("tinit", "probe")
 
 
 @dataclass(frozen=True, slots=True)
@@ -762,7 +759,7 @@ def _probe_address(probe: Probe) -> tuple[str, int] | None:
 def _tcp_socket(host: str, port: int, key: str, written: str, notes: _Notes) -> dict[str, object]:
     if is_loopback(host):
         _inside_note(key, written, "tcpSocket", port, notes)
-        return {"exec": {"command": ["python3", "-c", _PY_TCP, host, str(port)]}}
+        return {"exec": {"command": [*PROBE_COMMAND, "tcp", escape(written)]}}
     return {"tcpSocket": _target(host, port)}
 
 
@@ -771,7 +768,7 @@ def _http_get(
 ) -> dict[str, object]:
     if is_loopback(host):
         _inside_note(key, written, "httpGet", port, notes)
-        return {"exec": {"command": ["python3", "-c", _PY_HTTP, host, str(port), escape(path)]}}
+        return {"exec": {"command": [*PROBE_COMMAND, "http", escape(written)]}}
     return {"httpGet": {"path": path, **_target(host, port)}}
 
 
@@ -779,9 +776,9 @@ def _inside_note(key: str, written: str, kind: str, port: int, notes: _Notes) ->
     notes.add(
         key,
         f"{written}: the kubelet probes the pod's IP address, not the container's loopback, so "
-        "this probe runs inside the container, with python3 (tinit runs on it, so the image "
-        f"has it). If the service listens on all addresses, probing 0.0.0.0:{port} in the "
-        f"config gives a plain {kind} probe instead",
+        "this probe runs inside the container, as `tinit probe` (the image's tinit, on PATH). "
+        f"If the service listens on all addresses, probing 0.0.0.0:{port} in the config gives "
+        f"a plain {kind} probe instead",
     )
 
 
