@@ -56,6 +56,7 @@ APPLETS = (
     "umount",
     "rmdir",
     "ls",
+    "nc",
 )
 # What any glibc image has: the dynamic loader and glibc's own libraries.
 GLIBC = re.compile(r"^(ld-linux[-\w.]*|lib(c|m|dl|rt|pthread|util|resolv|anl)\.so\.\d+)$")
@@ -379,6 +380,25 @@ def test_the_launcher_neither_forks_nor_waits_nor_starts_a_thread(
     assert len(clones) == 1 and "CLONE_THREAD" not in clones[0], lines
     assert waits and all(pid == launcher for pid, _ in waits), lines
     assert all(call.startswith("wait4(-1,") and "WNOHANG" in call for _, call in waits), lines
+
+
+def test_the_exported_probes_run_where_there_is_no_python(run: Callable[..., Container]) -> None:
+    """``tinit probe``, which the Kubernetes export's loopback probes run, needs only tinit."""
+    # A listener that stays: it runs true for each connection.
+    container = run("--", "nc", "-ll", "-p", "18080", "-e", "/bin/true")
+    container.wait_for("the command", lambda: started(container, "nc"))
+    usage = container.exec("tinit", "probe", "http", "ftp://nowhere/")
+    assert usage.returncode == 2, usage.stderr
+    refused = container.exec("tinit", "probe", "tcp", "127.0.0.1:18081")
+    assert refused.returncode == 1, refused.stderr
+    assert "Connection refused" in refused.stderr
+    container.wait_for(
+        "a passing probe",
+        lambda: container.exec("tinit", "probe", "tcp", "127.0.0.1:18080").returncode == 0,
+    )
+    os.kill(container.init, signal.SIGTERM)
+    assert container.wait(timeout=20) == 128 + signal.SIGTERM, container.log()
+    assert_nothing_left(container)
 
 
 def test_every_tinit_module_is_frozen(image: str) -> None:
