@@ -11,8 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno as errnos
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -36,9 +35,11 @@ class UsageError(TinitError):
     exit_code = EX_USAGE
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
+class Problem(NamedTuple):
     """One finding about a config file, located as precisely as the file allows.
+
+    A NamedTuple, not a frozen dataclass: every ``tinit`` command imports this
+    module, and ``dataclasses`` (with ``inspect``) would cost it milliseconds.
 
     ``path`` is the dotted key path (``services.web.restart``); ``line`` and
     ``column`` are 1-based and 0 when unknown.

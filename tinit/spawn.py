@@ -32,8 +32,8 @@ import fcntl
 import os
 import signal
 import stat
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from . import signals
 from .errors import SpawnError
@@ -50,9 +50,17 @@ _ALL_SIGNALS = set(signal.valid_signals())
 _FD_LIMIT = os.sysconf("SC_OPEN_MAX")
 
 
-@dataclass(frozen=True, slots=True)
-class ChildSpec:
-    """Everything that decides how one child starts."""
+#: no fds to pass, no namespaces to enter
+_NONE: Final[Mapping[int, int]] = MappingProxyType({})
+
+
+class ChildSpec(NamedTuple):
+    """Everything that decides how one child starts.
+
+    A NamedTuple where tinit's other values are frozen dataclasses: it is on
+    the path of one-command mode, and importing ``dataclasses`` (with
+    ``inspect``) would be a tenth of that mode's whole start-up.
+    """
 
     argv: Sequence[str]
     env: Mapping[str, str]
@@ -62,7 +70,7 @@ class ChildSpec:
     stderr: int | None = None
     #: extra fds to pass: child fd number -> fd in tinit (a notify_fd probe,
     #: the fds one-command mode was given).
-    pass_fds: Mapping[int, int] = field(default_factory=dict)
+    pass_fds: Mapping[int, int] = _NONE
     #: True: a new session (services). False: a new process group in tinit's
     #: session (one-command mode, so the terminal can be handed over).
     new_session: bool = True
@@ -82,7 +90,7 @@ class ChildSpec:
     #: namespaces to join instead (an exec probe enters its service's):
     #: ``CLONE_NEW*`` flag -> an open ``/proc/PID/ns/*`` fd. The PID one is
     #: entered by the fork (see start), the others in the child.
-    enter_namespaces: Mapping[int, int] = field(default_factory=dict)
+    enter_namespaces: Mapping[int, int] = _NONE
     #: set ``LISTEN_PID`` to the child's own pid before exec: socket
     #: activation named tinit, and the fds go on to the child
     listen_pid_self: bool = False

@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import os
 import signal
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, NamedTuple
 
@@ -28,9 +27,13 @@ def signal_name(signum: int) -> str:
     return str(signum)
 
 
-@dataclass(frozen=True, slots=True)
-class ExitStatus:
-    """How a process ended: exactly one of ``code`` and ``signal`` is set."""
+class ExitStatus(NamedTuple):
+    """How a process ended: exactly one of ``code`` and ``signal`` is set.
+
+    This module's values are NamedTuples, not frozen dataclasses: one-command
+    mode imports it, and importing ``dataclasses`` (with ``inspect``) would be
+    a tenth of that mode's whole start-up.
+    """
 
     code: int | None = None
     signal: int | None = None
@@ -144,8 +147,7 @@ class Snapshot(NamedTuple):
     log_rotations: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """What to do after a run of a service ended (see :func:`decide`)."""
 
     restart: bool

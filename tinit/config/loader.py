@@ -115,7 +115,7 @@ def parse_config(
     reader = Reader(filename, os.environ if environ is None else environ, at_run=at_run)
     base = os.path.dirname(os.path.abspath(filename))
     config = _Loader(reader, base, offline).load(text)
-    found = (replace(p, message=_one_line(p.message)) for p in reader.problems)
+    found = (p._replace(message=_one_line(p.message)) for p in reader.problems)
     problems = sorted(dict.fromkeys(found), key=lambda p: (p.line, p.column))
     if config is None or any(not p.warning for p in problems):
         raise ConfigError(problems)
