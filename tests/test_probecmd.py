@@ -129,13 +129,24 @@ def test_a_server_that_never_answers_fails_at_the_timeout() -> None:
         ("http", "http://host:99999/"),
         ("http", "http://host/", "--timeout", "0"),
         ("udp", "host:53"),
+        ("tcp", ":80"),
+        ("tcp", "[::1:80"),
+        ("tcp", "a" * 300 + ":80"),
+        ("http", "http://[::1"),
+        ("http", "http://"),
+        ("http", "http://:80/"),
+        ("http", "http://h/\r\nX-Injected: 1"),
+        ("http", "http://h/ spaced"),
+        ("http", "http://" + "a" * 300 + "/"),
     ],
 )
 def test_a_bad_command_line_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
     done = probe(*args)
     assert done.returncode == 2
     assert done.stderr.startswith("tinit: ") or "usage:" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    if done.stderr.startswith("tinit: "):
+        assert done.stderr.count("\n") == 1 and len(done.stderr) < 300
 
 
 def test_it_loads_no_event_loop() -> None:

@@ -30,6 +30,8 @@ MAX_STATUS_LINE: Final = 1024
 #: the default of ``--timeout``, as for a probe in a config
 DEFAULT_TIMEOUT: Final = 1.0
 _FAILED: Final = 1
+#: the longest target a message repeats whole
+_SHOWN: Final = 120
 
 
 def http_request(url: str) -> tuple[str, int, bytes]:
@@ -92,28 +94,54 @@ def run(args: argparse.Namespace) -> int:
     timeout = args.timeout
     if not 0 < timeout <= 3600:
         raise UsageError(f"--timeout must be more than 0 and at most 3600 seconds, got {timeout}")
+    target: str = args.target
+    if not target.isprintable() or any(c.isspace() for c in target):
+        raise UsageError(f"{_shown(target)!r}: spaces and control characters have no place here")
     if args.kind == "tcp":
-        host, port = _host_port(args.target)
+        host, port = _host_port(target)
         request = None
     else:
-        if urlsplit(args.target).scheme != "http":
-            raise UsageError(f"an http probe takes an http:// URL, got {args.target!r}")
-        try:
-            host, port, request = http_request(args.target)
-        except ValueError as exc:  # a port that is no number or out of range
-            raise UsageError(f"{args.target!r}: {exc}") from None
+        host, port, request = _http_target(target)
+    _check_name(host, target)
     why = _check(host, port, request, time.monotonic() + timeout)
     if why is None:
         return 0
-    print(f"tinit: probe failed: {args.target}: {why}", file=sys.stderr)
+    print(f"tinit: probe failed: {_shown(target)}: {why}", file=sys.stderr)
     return _FAILED
+
+
+def _shown(target: str) -> str:
+    """``target`` for a message: bounded, since it comes from a command line."""
+    return target if len(target) <= _SHOWN else f"{target[:_SHOWN]}..."
 
 
 def _host_port(target: str) -> tuple[str, int]:
     host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"a tcp probe takes HOST:PORT, got {target!r}")
+    bracketed = host.startswith("[") == host.endswith("]")
+    if not sep or not host or not bracketed or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(
+            f"a tcp probe takes HOST:PORT ([::1]:PORT for IPv6), got {_shown(target)!r}"
+        )
     return host, int(port)
+
+
+def _http_target(url: str) -> tuple[str, int, bytes]:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number or out of range
+    except ValueError as exc:
+        raise UsageError(f"{_shown(url)!r}: {exc}") from None
+    if parts.scheme != "http" or not parts.hostname:
+        raise UsageError(f"an http probe takes an http://HOST[:PORT]/PATH URL, got {_shown(url)!r}")
+    return http_request(url)
+
+
+def _check_name(host: str, target: str) -> None:
+    """A host that no resolver could take (a label over 63 bytes, say) is a usage error."""
+    try:
+        host.strip("[]").encode("idna")
+    except UnicodeError:
+        raise UsageError(f"{_shown(target)!r}: not a host name") from None
 
 
 def _check(host: str, port: int, request: bytes | None, deadline: float) -> str | None:
