@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import os
 import signal
 import stat
@@ -350,6 +351,7 @@ def _child_main(  # pragma: no cover - runs in the forked child
     spec: ChildSpec, path: str, argv: list[str], env: dict[str, str], err_w: int
 ) -> None:
     stage = "exec"
+    gc.disable()  # a collection here would touch, and so copy, every page of tinit's heap
     try:
         # Block everything first, so no inherited Python handler can run (it
         # would write to trio's wakeup fd, which the parent shares). The mask

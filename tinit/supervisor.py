@@ -69,6 +69,10 @@ def run_services(
     supervisor = Supervisor(
         config, log, pid1=pid1, cgroups=cgroups, control_socket=control_socket, inherited=inherited
     )
+    import gc
+
+    gc.collect()
+    gc.freeze()
     try:
         return trio.run(supervisor.run)
     finally:
