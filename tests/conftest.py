@@ -8,6 +8,9 @@ import pytest
 
 from tests import nsrun
 
+#: fixtures shared by tests of hostile service users: ``own`` and ``secret``
+pytest_plugins = ("tests.nobody",)
+
 
 @pytest.fixture(autouse=True)
 def _no_leftover_tinit() -> Iterator[None]:

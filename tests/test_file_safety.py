@@ -11,14 +11,13 @@ filesystem ids and must switch them back).
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.nobody import NOBODY, SECRET
 from tests.svcrun import run_config
 from tinit import childspec
 from tinit.config import load_config, parse_config
@@ -26,36 +25,14 @@ from tinit.errors import ConfigError
 from tinit.safeopen import Access, FileRefused, Owner, open_for_service
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    pass
 
 pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.skipif(os.getuid() != 0, reason="needs root to run services as nobody"),
 ]
 
-NOBODY = 65534
 AS_NOBODY = Owner(NOBODY, NOBODY, (NOBODY,))
-SECRET = b"root only\n"
-
-
-@pytest.fixture
-def own() -> Iterator[Path]:
-    """A directory that belongs to nobody, below /tmp (pytest's own is root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="tinit-filesafe-", dir="/tmp"))
-    os.chown(path, NOBODY, NOBODY)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
-
-
-@pytest.fixture
-def secret(tmp_path: Path) -> Path:
-    """A file only root may read or write."""
-    path = tmp_path / "secret"
-    path.write_bytes(SECRET)
-    path.chmod(0o600)
-    return path
 
 
 def _failures(events: list[dict[str, object]]) -> list[str]:

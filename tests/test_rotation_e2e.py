@@ -20,20 +20,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.nobody import NOBODY, SECRET
 from tests.nsrun import ROOT, Tinit, tinit_argv, wait_for
 from tests.svcrun import finish, run_config, start, write_config
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    pass
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -171,28 +170,6 @@ def test_two_hundred_megabytes_flat_out(tmp_path: Path) -> None:
 
 
 # -- a hostile service user --------------------------------------------------------
-
-NOBODY = 65534
-SECRET = b"root only\n"
-
-
-@pytest.fixture
-def own() -> Iterator[Path]:
-    """A directory that belongs to nobody, below /tmp (pytest's own is root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="tinit-rotate-", dir="/tmp"))
-    os.chown(path, NOBODY, NOBODY)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
-
-
-@pytest.fixture
-def secret(tmp_path: Path) -> Path:
-    path = tmp_path / "secret"
-    path.write_bytes(SECRET)
-    path.chmod(0o600)
-    return path
 
 
 def test_links_planted_where_rotated_files_go_are_never_followed(own: Path, secret: Path) -> None:
