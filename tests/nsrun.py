@@ -34,6 +34,15 @@ def py(code: str) -> list[str]:
     return [PYTHON, "-u", "-c", code]
 
 
+def imported_modules(stderr: str) -> set[str]:
+    """Module names from the ``python -X importtime`` lines (PYTHONPROFILEIMPORTTIME) of stderr."""
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
 class Tinit:
     """A running tinit; ``pid`` is tinit itself (PID 1 inside, when namespaced)."""
 

@@ -13,7 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.nsrun import PYTHON, ROOT, Tinit, alive, py, run, tinit_argv, wait_for
+from tests.nsrun import (
+    PYTHON,
+    ROOT,
+    Tinit,
+    alive,
+    imported_modules,
+    py,
+    run,
+    tinit_argv,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -303,15 +313,6 @@ def test_leftovers_that_ignore_sigterm_are_killed_after_the_stop_timeout() -> No
     assert 0.5 <= elapsed < 10
 
 
-def _imported(stderr: str) -> set[str]:
-    """Module names from ``python -X importtime`` lines."""
-    return {
-        line.rsplit("|", 1)[1].strip()
-        for line in stderr.splitlines()
-        if line.startswith("import time:") and "|" in line
-    }
-
-
 def test_a_command_that_leaves_nothing_never_loads_the_event_loop() -> None:
     """No leftovers, nothing to wait for with a deadline: trio is never imported.
 
@@ -322,7 +323,7 @@ def test_a_command_that_leaves_nothing_never_loads_the_event_loop() -> None:
         "run", "--", "sh", "-c", "sleep 0.2; exit 3", env={"PYTHONPROFILEIMPORTTIME": "1"}
     )
     assert rc == 3
-    imported = _imported(err)
+    imported = imported_modules(err)
     assert "tinit.command" in imported  # the listing is real
     assert "trio" not in imported
 
@@ -339,7 +340,7 @@ def test_leftovers_load_the_event_loop_and_are_stopped_with_it() -> None:
         env={"PYTHONPROFILEIMPORTTIME": "1"},
     )
     assert rc == 4
-    assert "trio" in _imported(err)
+    assert "trio" in imported_modules(err)
 
 
 def test_signals_and_orphans_are_handled_while_no_event_loop_runs(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import pytest
 import trio
 
-from tests.nsrun import ROOT, tinit_argv
+from tests.nsrun import ROOT, imported_modules, tinit_argv
 from tinit.probes import check_http
 
 
@@ -153,6 +153,6 @@ def test_it_loads_no_event_loop() -> None:
     with answering(b"") as (port, _):
         done = probe("tcp", f"127.0.0.1:{port}", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert done.returncode == 0
-    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if "|" in line}
+    imported = imported_modules(done.stderr)
     assert "tinit.probecmd" in imported
     assert "trio" not in imported
