@@ -72,12 +72,10 @@ class Log:
 
 
 class _Core:
-    __slots__ = ("fmt", "out", "render", "stream", "threshold")
+    __slots__ = ("out", "render", "threshold")
 
     def __init__(self, level: str, fmt: str, stream: TextIO) -> None:
         self.threshold = LEVELS[level]
-        self.fmt = fmt
-        self.stream = stream
         self.out = _Out(stream)
         self.render = _render_json if fmt == "json" else _console_renderer(_isatty(stream))
 
